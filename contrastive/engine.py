@@ -1,0 +1,191 @@
+"""From a config to a trained, checkpointed encoder (PyTorch Lightning).
+
+:func:`prepare_run` does everything that can fail on bad input (config checks,
+plugins, resume target, dataset, model, output folder) before anything is written;
+:func:`fit` trains. ``train.py`` is a thin wrapper around the two.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+from contrastive.backbones import check_input_size
+from contrastive.checkpoint import AtomicCheckpointIO, find_latest_checkpoint, load_checkpoint
+from contrastive.config import import_plugins, load_builtin_methods, to_yaml
+from contrastive.data import DatasetSplits, build_dataset
+from contrastive.data.module import ArrayDataModule
+from contrastive.errors import ConfigError
+from contrastive.method import DataInfo, Method
+from contrastive.optim import validate_optim_config
+from contrastive.registry import BACKBONES, DATASETS, METHODS
+
+log = logging.getLogger("contrastive")
+
+NONFINITE_POLICIES = ("error", "skip", "off")
+
+
+@dataclass
+class Run:
+    """Everything :func:`fit` needs, built and checked by :func:`prepare_run`."""
+
+    cfg: DictConfig
+    model: Method
+    splits: DatasetSplits
+    run_dir: Path
+    resume_from: Optional[Path]
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Checks that need no data: registered names and impossible values."""
+    METHODS.get(cfg.method.name)
+    BACKBONES.get(cfg.backbone.name)
+    DATASETS.get(cfg.dataset.name)
+    if int(cfg.batch_size) < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if int(cfg.trainer.max_epochs) < 1:
+        raise ConfigError(f"trainer.max_epochs must be >= 1, got {cfg.trainer.max_epochs}")
+    if cfg.trainer.on_nonfinite not in NONFINITE_POLICIES:
+        raise ConfigError(f"trainer.on_nonfinite='{cfg.trainer.on_nonfinite}' is not valid; choose one of {', '.join(NONFINITE_POLICIES)}")
+    if cfg.knn.enabled and (int(cfg.knn.k) < 1 or float(cfg.knn.temperature) <= 0 or int(cfg.knn.every_n_epochs) < 1):
+        raise ConfigError(f"knn needs k >= 1, temperature > 0 and every_n_epochs >= 1, got k={cfg.knn.k}, "
+                          f"temperature={cfg.knn.temperature}, every_n_epochs={cfg.knn.every_n_epochs}")
+    validate_optim_config(cfg.optimizer, cfg.scheduler, int(cfg.trainer.max_epochs))
+
+
+def resolve_resume(cfg: DictConfig) -> Optional[Path]:
+    """``resume`` -> the checkpoint to continue from (checked), or None for a new run."""
+    if cfg.resume in (None, "", "none", False):
+        return None
+    if cfg.resume == "auto":
+        path = find_latest_checkpoint(Path(cfg.output_dir) / cfg.run_name)
+        if path is None:
+            log.info("resume=auto: no earlier run of '%s' under %s; starting a new run", cfg.run_name, cfg.output_dir)
+            return None
+    else:
+        path = Path(str(cfg.resume)).expanduser()
+    load_checkpoint(path, expected_method=str(cfg.method.name))
+    return path
+
+
+def _make_run_dir(cfg: DictConfig, resume_from: Optional[Path]) -> Path:
+    if resume_from is not None and resume_from.parent.name == "checkpoints":
+        run_dir = resume_from.parent.parent
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        run_dir = Path(cfg.output_dir) / str(cfg.run_name) / stamp
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"output folder '{run_dir}' cannot be written ({err.strerror}); set output_dir=<a writable folder>") from None
+    return run_dir
+
+
+def prepare_run(cfg: DictConfig) -> Run:
+    """Validate everything and build data, model and output folder; nothing is trained.
+
+    Raises:
+        ContrastiveError: On any bad input, with a one-line message.
+    """
+    import_plugins(cfg.plugins)
+    load_builtin_methods()
+    validate_config(cfg)
+    resume_from = resolve_resume(cfg)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    splits = build_dataset(cfg.dataset)
+    method_cls = METHODS.get(cfg.method.name)
+    data = DataInfo(
+        num_classes=splits.num_classes, image_size=splits.image_size, mean=splits.mean, std=splits.std,
+        num_train=len(splits.train), train_fully_labeled=bool((splits.train.labels >= 0).all()),
+    )
+    if method_cls.supervised and not data.train_fully_labeled:
+        raise ConfigError(f"method '{cfg.method.name}' is supervised but dataset '{cfg.dataset.name}' has unlabeled training images")
+    if int(cfg.batch_size) > len(splits.train):
+        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the training set ({len(splits.train)} images)")
+    method_cls.validate_config(cfg, data)
+    model = method_cls(cfg, data)
+    check_input_size(model.backbone, *model.input_size())
+    run_dir = _make_run_dir(cfg, resume_from)
+    return Run(cfg, model, splits, run_dir, resume_from)
+
+
+def _precision(cfg: DictConfig) -> str:
+    if cfg.trainer.precision != "auto":
+        return str(cfg.trainer.precision)
+    on_gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    return "bf16-mixed" if on_gpu else "32-true"
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> pl.Trainer:
+    """The Lightning trainer of a run: loggers, checkpoints (last + best kNN), progress bar."""
+    t = cfg.trainer
+    ckpt_dir = run_dir / "checkpoints"
+    callbacks = [
+        # last.ckpt after every epoch: what resume=auto continues from.
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_on_train_epoch_end=True, enable_version_counter=False),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if cfg.knn.enabled:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="knn_top1", mode="max",
+                                         save_on_train_epoch_end=False, enable_version_counter=False))
+    if t.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, int(t.log_every_n_steps))))
+    kwargs: Dict[str, Any] = dict(
+        max_epochs=int(t.max_epochs), accelerator=t.accelerator, devices=t.devices, num_nodes=int(t.num_nodes),
+        strategy=t.strategy, precision=_precision(cfg), sync_batchnorm=bool(t.sync_batchnorm),
+        logger=[CSVLogger(run_dir, name="", version="logs"), TensorBoardLogger(run_dir, name="", version="tensorboard")],
+        callbacks=callbacks, plugins=[AtomicCheckpointIO()], default_root_dir=run_dir,
+        check_val_every_n_epoch=int(cfg.knn.every_n_epochs), limit_val_batches=1.0 if cfg.knn.enabled else 0,
+        log_every_n_steps=int(t.log_every_n_steps), deterministic=bool(t.deterministic),
+        enable_progress_bar=bool(t.progress_bar), num_sanity_val_steps=int(t.num_sanity_val_steps),
+        use_distributed_sampler=False, enable_model_summary=False,
+    )
+    kwargs.update(overrides)
+    return pl.Trainer(**kwargs)
+
+
+def _knn(trainer: pl.Trainer, model: Method, datamodule: ArrayDataModule) -> Optional[float]:
+    results = trainer.validate(model, datamodule=datamodule, verbose=False)
+    return float(results[0]["knn_top1"]) if results and "knn_top1" in results[0] else None
+
+
+def fit(run: Run) -> Dict[str, Any]:
+    """Train, checkpoint, and return a summary (also written to ``summary.json``)."""
+    cfg, model = run.cfg, run.model
+    (run.run_dir / "config.yaml").write_text(to_yaml(cfg))
+    datamodule = ArrayDataModule(run.splits, int(cfg.batch_size), int(cfg.seed), batch_sampler_factory=model.batch_sampler_factory())
+    summary: Dict[str, Any] = {"run_dir": str(run.run_dir), "method": cfg.method.name}
+    trainer = build_trainer(cfg, run.run_dir)
+    if cfg.knn.enabled and cfg.knn.random_init_baseline and run.resume_from is None:
+        probe = build_trainer(cfg, run.run_dir, logger=False, callbacks=[], enable_progress_bar=False)
+        summary["knn_top1_random_init"] = _knn(probe, model, datamodule)
+        if trainer.is_global_zero:
+            log.info("kNN top-1 at random initialisation: %.2f%%", summary["knn_top1_random_init"])
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(run.resume_from) if run.resume_from else None)
+    summary["train_seconds"] = round(time.perf_counter() - start, 1)
+    summary["epochs"] = int(trainer.current_epoch)
+    if cfg.knn.enabled:
+        if "knn_top1" not in trainer.callback_metrics or int(cfg.trainer.max_epochs) % int(cfg.knn.every_n_epochs):
+            summary["knn_top1"] = _knn(trainer, model, datamodule)
+        else:
+            summary["knn_top1"] = float(trainer.callback_metrics["knn_top1"])
+    summary["last_checkpoint"] = str(run.run_dir / "checkpoints" / "last.ckpt")
+    if trainer.is_global_zero:
+        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

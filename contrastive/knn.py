@@ -1,0 +1,77 @@
+"""Weighted k-nearest-neighbour classification on L2-normalised features.
+
+The protocol of Wu et al. 2018 ("Unsupervised Feature Learning via Non-Parametric
+Instance Discrimination"), used as the kNN monitor by SimCLR/MoCo/solo-learn code
+bases: each of the ``k`` most cosine-similar training features votes for its class
+with weight ``exp(similarity / temperature)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from contrastive.errors import ConfigError
+
+
+def knn_scores(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    query_features: torch.Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk_size: int = 2048,
+) -> torch.Tensor:
+    """Class scores of every query.
+
+    Args:
+        train_features: ``[N, D]`` bank (normalised here).
+        train_labels: int64 ``[N]`` in ``[0, num_classes)``.
+        query_features: ``[M, D]`` (normalised here).
+        num_classes: Number of classes ``C``.
+        k: Neighbours per query; must not exceed ``N``.
+        temperature: Softness of the vote weights.
+        chunk_size: Queries per matmul, bounding memory to ``chunk_size x N``.
+
+    Returns:
+        ``[M, C]`` summed vote weights.
+    """
+    n = train_features.shape[0]
+    if not 1 <= k <= n:
+        raise ConfigError(f"kNN k={k} must be between 1 and the number of training samples ({n})")
+    if temperature <= 0:
+        raise ConfigError(f"kNN temperature must be > 0, got {temperature}")
+    bank = F.normalize(train_features.float(), dim=1)  # [N, D]
+    queries = F.normalize(query_features.float(), dim=1)  # [M, D]
+    labels = train_labels.to(bank.device)
+    out = []
+    for start in range(0, queries.shape[0], chunk_size):
+        sims = queries[start : start + chunk_size] @ bank.T  # [m, N]
+        top_sims, top_idx = sims.topk(k, dim=1)  # [m, k]
+        weights = (top_sims / temperature).exp()  # [m, k]
+        votes = torch.zeros(sims.shape[0], num_classes, device=bank.device)  # [m, C]
+        votes.scatter_add_(1, labels[top_idx], weights)
+        out.append(votes)
+    return torch.cat(out)
+
+
+def knn_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    query_features: torch.Tensor,
+    query_labels: torch.Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy (in %) of weighted kNN."""
+    scores = knn_scores(train_features, train_labels, query_features, num_classes, k, temperature)
+    return topk_accuracy(scores, query_labels.to(scores.device))
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> tuple[float, ...]:
+    """Top-k accuracies in % for each k (k capped at the number of classes)."""
+    ranked = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices  # [M, kmax]
+    hits = ranked == labels[:, None]
+    return tuple(100.0 * hits[:, : min(k, scores.shape[1])].any(dim=1).float().mean().item() for k in ks)

@@ -1,0 +1,29 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # train.py / linear_eval.py are scripts at the repo root
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+#: Overrides that make a train.py run take seconds on 2 CPU cores.
+FAST = [
+    "dataset.num_train=512",
+    "dataset.num_val=200",
+    "batch_size=64",
+    "backbone.kwargs.width=8",
+    "trainer.max_epochs=2",
+    "scheduler.warmup_epochs=0",
+    "knn.every_n_epochs=1",
+    "knn.k=20",
+    "trainer.progress_bar=false",
+]
+
+
+@pytest.fixture
+def fast_overrides(tmp_path):
+    return FAST + [f"output_dir={tmp_path / 'outputs'}"]

@@ -1,0 +1,110 @@
+"""End-to-end train.py runs, plugins, resume and bad-input errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+from contrastive.checkpoint import load_checkpoint
+from contrastive.config import load_config
+from contrastive.errors import ContrastiveError
+from tests.conftest import ROOT
+
+
+def test_simclr_end_to_end_beats_random_init(fast_overrides):
+    summary = train.main(fast_overrides + ["trainer.max_epochs=3", "dataset.num_train=1024"])
+    assert summary["knn_top1"] > summary["knn_top1_random_init"] + 5
+    run_dir = summary["run_dir"]
+    saved = json.loads(open(f"{run_dir}/summary.json").read())
+    assert saved["knn_top1"] == summary["knn_top1"]
+    ckpt = load_checkpoint(summary["last_checkpoint"], expected_method="simclr")
+    assert ckpt["epoch"] == 2 and ckpt["contrastive"]["config"]["method"]["temperature"] == 0.5
+    assert ckpt["optimizer_states"] and ckpt["lr_schedulers"]
+    assert (ROOT / run_dir / "config.yaml").exists() or open(f"{run_dir}/config.yaml").read()
+
+
+def test_plugin_method_from_tests_folder_trains(fast_overrides):
+    searchpath = f"hydra.searchpath=[file://{ROOT / 'tests' / 'plugins' / 'configs'}]"
+    summary = train.main(
+        fast_overrides + ["plugins=[tests/plugins/simsiam_lite.py]", "method=simsiam_lite", searchpath, "trainer.max_epochs=1"]
+    )
+    assert summary["method"] == "simsiam_lite" and summary["knn_top1"] is not None
+
+
+def test_resume_continues_with_same_optimizer_state(fast_overrides, monkeypatch):
+    from contrastive.engine import fit, prepare_run
+    from contrastive.method import Method
+
+    straight = fit(prepare_run(load_config(fast_overrides + ["run_name=straight"])))
+    expected = torch.load(straight["last_checkpoint"], weights_only=True)
+
+    original = Method.on_train_epoch_start
+
+    def crash_at_epoch_1(self):
+        if self.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+        original(self)
+
+    monkeypatch.setattr(Method, "on_train_epoch_start", crash_at_epoch_1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(prepare_run(load_config(fast_overrides + ["run_name=resumed"])))
+    monkeypatch.setattr(Method, "on_train_epoch_start", original)
+    interrupted = prepare_run(load_config(fast_overrides + ["run_name=resumed", "resume=auto"]))
+    saved = torch.load(interrupted.resume_from, weights_only=True)
+    assert saved["epoch"] == 0
+    resumed = fit(interrupted)
+    assert resumed["run_dir"] == str(interrupted.run_dir)  # continued in the same folder
+    final = torch.load(resumed["last_checkpoint"], weights_only=True)
+    assert final["epoch"] == 1
+    for key, value in expected["state_dict"].items():
+        assert torch.allclose(final["state_dict"][key].float(), value.float(), atol=1e-6), key
+    exp_state = expected["optimizer_states"][0]["state"]
+    got_state = final["optimizer_states"][0]["state"]
+    for k in exp_state:
+        assert torch.allclose(got_state[k]["momentum_buffer"], exp_state[k]["momentum_buffer"], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("method=nope", "unknown method 'nope'; valid choices: simclr"),
+        ("dataset=nope", "valid choices:"),
+        ("backbone=nope", "valid choices:"),
+        ("method.temprature=0.2", "unknown config key 'method.temprature'"),
+        ("method.temperature=0", "method.temperature must be > 0"),
+        ("batch_size=1", "batch_size=1 is too small"),
+        ("trainer.max_epochs=0", "max_epochs must be >= 1"),
+        ("optimizer.lr=-1", "optimizer.lr must be > 0"),
+        ("scheduler.warmup_epochs=5", "warmup_epochs=5"),
+        ("dataset.image_size=4", "image_size"),
+        ("resume=/nonexistent/last.ckpt", "does not exist"),
+        ("dataset=cifar10", "not found at"),
+        ("dataset=tinyimagenet", "not found at"),
+        ("plugins=[no_such_plugin_module]", "cannot be imported"),
+        ("trainer.on_nonfinite=maybe", "valid; choose one of error, skip, off"),
+    ],
+)
+def test_bad_input_gives_one_clear_error_line(tmp_path, override, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main([f"output_dir={tmp_path}", "dataset.root=/nonexistent", "trainer.max_epochs=4", override])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+
+
+def test_checkpoint_of_another_method_is_rejected(tmp_path):
+    ckpt = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}, "contrastive": {"method": "imclr"}}, ckpt)
+    with pytest.raises(ContrastiveError, match="trained with method 'imclr', not 'simclr'"):
+        load_checkpoint(ckpt, expected_method="simclr")
+
+
+def test_cli_subprocess_reports_error_without_traceback():
+    proc = subprocess.run([sys.executable, "train.py", "method=doesnotexist"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: unknown method 'doesnotexist'; valid choices: simclr"
+    assert "Traceback" not in proc.stderr
