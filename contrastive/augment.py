@@ -8,6 +8,7 @@ Formulas follow torchvision's tensor backend and ``RandomResizedCrop.get_params`
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from torch import Tensor
 from contrastive.errors import ConfigError
 
 __all__ = [
-    "SimCLRAugment", "SimCLRParams", "SupervisedAugment", "EvalTransform", "sample_crop_params",
+    "build_augment", "AUGMENTATIONS", "SimCLRAugment", "SimCLRParams", "SupervisedAugment", "EvalTransform", "sample_crop_params",
     "resized_crop", "rgb_to_grayscale", "adjust_brightness", "adjust_contrast", "adjust_saturation",
     "adjust_hue", "color_jitter", "gaussian_blur", "solarize",
 ]
@@ -387,3 +388,29 @@ class SupervisedAugment(_Normalised):
         mode = "border" if self.random_resized_crop else "zeros"
         x = resized_crop(x, boxes, u[:, 0] < self.hflip_prob, self.image_size, mode)  # [B, 3, S, S]
         return self.normalise(x.clamp_(0.0, 1.0))
+
+
+#: ``augment.name`` -> class; the other keys of the ``augment`` config are its keyword arguments.
+AUGMENTATIONS = {"simclr": SimCLRAugment, "supervised": SupervisedAugment}
+
+
+def build_augment(cfg, image_size: int, mean: Sequence[float], std: Sequence[float]) -> torch.nn.Module:
+    """The training augmentation named by ``cfg["name"]`` (``simclr`` when absent).
+
+    Args:
+        cfg: The ``augment`` config (a mapping): ``name`` plus the class's keyword arguments.
+        image_size, mean, std: As for :class:`SimCLRAugment` / :class:`SupervisedAugment`.
+
+    Raises:
+        ConfigError: Unknown name (lists the choices) or a keyword the class does not take.
+    """
+    kwargs = dict(cfg)
+    name = str(kwargs.pop("name", "simclr"))
+    if name not in AUGMENTATIONS:
+        raise ConfigError(f"unknown augment '{name}'; valid choices: {', '.join(sorted(AUGMENTATIONS))}")
+    cls = AUGMENTATIONS[name]
+    try:
+        inspect.signature(cls).bind(image_size, mean, std, **kwargs)
+    except TypeError as err:
+        raise ConfigError(f"augment '{name}': {err}") from None
+    return cls(image_size, mean, std, **kwargs)

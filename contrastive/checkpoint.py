@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
+import re
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -37,6 +37,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
+            _fsync_dir(path.parent)  # the rename itself survives a power loss
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -57,14 +58,22 @@ def load_checkpoint(path, map_location: Any = "cpu", expected_method: Optional[s
             another method.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint '{path}' is a folder, not a .ckpt file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except pickle.UnpicklingError as err:
+        # weights_only=True refused it: pickled code or objects other than tensors and containers.
+        refused = re.search(r"(Unsupported global: GLOBAL [\w.]+|unsupported GLOBAL [\w.]+|Unsupported operand \d+)", str(err))
+        detail = f" ({refused.group(1)})" if refused else ""
+        raise CheckpointError(f"'{path}' is not a safe checkpoint file: it holds pickled Python objects{detail}, "
+                              "so it was refused without running them (checkpoints load with weights_only=True)") from None
+    except Exception as err:  # truncated zip, empty file, text file, unreadable: never a traceback
         reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else err.__class__.__name__
-        raise CheckpointError(f"checkpoint '{path}' is corrupt or not a safe checkpoint file ({reason})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "contrastive" not in ckpt:
+        raise CheckpointError(f"checkpoint '{path}' is corrupt or not a checkpoint file ({err.__class__.__name__}: {reason})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not isinstance(ckpt.get("contrastive"), dict):
         raise CheckpointError(f"'{path}' is not a checkpoint written by contrastive's train.py (no state_dict/config inside)")
     method = ckpt["contrastive"].get("method")
     if expected_method is not None and method != expected_method:
@@ -78,3 +87,50 @@ def find_latest_checkpoint(run_root: Path, name: str = "last.ckpt") -> Optional[
         return None
     candidates = sorted(run_root.glob(f"*/checkpoints/{name}"), key=lambda p: p.parent.parent.name)
     return candidates[-1] if candidates else None
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(ckpt_dir: Path) -> list:
+    """Delete ``.<name>.tmp-<pid>`` files a killed run left behind mid-save (never a real checkpoint)."""
+    removed = []
+    for tmp in Path(ckpt_dir).glob(".*.tmp-*"):
+        if tmp.name.endswith(f".tmp-{os.getpid()}"):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp.name)
+    return removed
+
+
+def check_checkpoint_fits(ckpt: Dict[str, Any], model: torch.nn.Module, path) -> None:
+    """Raise :class:`CheckpointError` when the weights do not fit ``model`` (another backbone,
+    width or head size), naming the first mismatch, instead of a size-mismatch traceback mid-run."""
+    saved, own = ckpt["state_dict"], model.state_dict()
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    shapes = [k for k in own if k in saved and tuple(saved[k].shape) != tuple(own[k].shape)]
+    if not (missing or unexpected or shapes):
+        return
+    if shapes:
+        k = shapes[0]
+        detail = f"'{k}' is {tuple(saved[k].shape)} in the checkpoint but {tuple(own[k].shape)} in this model"
+    elif missing:
+        detail = f"{len(missing)} weight(s) of this model are missing, e.g. '{missing[0]}'"
+    else:
+        detail = f"it holds {len(unexpected)} weight(s) this model does not have, e.g. '{unexpected[0]}'"
+    trained = (ckpt.get("contrastive") or {}).get("config") or {}
+    backbone = (trained.get("backbone") or {}).get("name")
+    hint = f" (it was trained with backbone={backbone})" if backbone else ""
+    raise CheckpointError(f"checkpoint '{path}' does not fit this model: {detail}{hint}; "
+                          "resume with the settings it was trained with")

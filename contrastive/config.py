@@ -43,8 +43,54 @@ def load_config(overrides: Sequence[str], config_name: str = "train") -> DictCon
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_one_line(str(err))) from None
+    check_value_types(cfg, overrides, config_name)
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+def _is_group_override(override: str) -> bool:
+    key = override.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+    return key.startswith("hydra.") or ("." not in key and (CONFIG_DIR / key).is_dir())
+
+
+def check_value_types(cfg: DictConfig, overrides: Sequence[str], config_name: str = "train") -> None:
+    """Reject a command-line value whose type does not fit its default (``batch_size=abc``,
+    ``plugins=x.py`` instead of ``plugins=[x.py]``) before it reaches code that would crash on it.
+
+    The defaults come from composing the same config groups without the value overrides.
+    """
+    if all(_is_group_override(o) for o in overrides):
+        return
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            reference = compose(config_name, overrides=[o for o in overrides if _is_group_override(o)])
+        reference = OmegaConf.to_container(reference, resolve=True)
+    except (HydraException, OmegaConfBaseException):
+        return  # e.g. a plugin group that only exists with its overrides; the values are checked later
+    problem = _type_problem(reference, OmegaConf.to_container(cfg, resolve=True), "")
+    if problem:
+        raise ConfigError(problem)
+
+
+def _type_problem(default, value, path: str):
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            return f"{path}={value!r} is not valid: expected a group of keys"
+        for key, sub in default.items():
+            if key in value:
+                problem = _type_problem(sub, value[key], f"{path}.{key}" if path else str(key))
+                if problem:
+                    return problem
+        return None
+    if isinstance(default, list) and isinstance(value, str):
+        return f"{path}={value!r} is not valid: expected a list, e.g. {path}=[{value}]"
+    if isinstance(default, bool):
+        return f"{path}={value!r} is not valid: expected true or false" if isinstance(value, str) else None
+    if isinstance(default, int) and (isinstance(value, str) or (isinstance(value, float) and not value.is_integer())):
+        return f"{path}={value!r} is not valid: expected an integer"
+    if isinstance(default, float) and isinstance(value, str):
+        return f"{path}={value!r} is not valid: expected a number"
+    return None
 
 
 def _one_line(message: str) -> str:
@@ -66,15 +112,21 @@ def _one_line(message: str) -> str:
     return first
 
 
-def import_plugins(plugins: Iterable[str] = (), entry_point_group: str = ENTRY_POINT_GROUP) -> List[str]:
+def import_plugins(plugins: Iterable[str] = (), entry_point_group: str = ENTRY_POINT_GROUP,
+                   names: Iterable[str] = ()) -> List[str]:
     """Import user modules that register methods, backbones or datasets.
 
     Only modules the user names are imported: ``plugins`` entries (a dotted module
-    name or a ``.py`` file path) and packages that declare an entry point in the
-    ``contrastive.methods`` group of their ``pyproject.toml``.
+    name or a ``.py`` file path), and installed entry points of the
+    ``contrastive.methods`` group whose name is one of ``names`` (the method,
+    backbone and dataset the run asks for). Nothing is discovered by scanning.
 
     Returns:
         The names of the imported modules.
+
+    Raises:
+        ConfigError: A plugin that is missing or fails to import (one line: the error
+            and where in the plugin it happened).
     """
     imported = []
     for spec in plugins:
@@ -88,18 +140,42 @@ def import_plugins(plugins: Iterable[str] = (), entry_point_group: str = ENTRY_P
                 module_spec = importlib.util.spec_from_file_location(name, path)
                 module = importlib.util.module_from_spec(module_spec)
                 sys.modules[name] = module
-                module_spec.loader.exec_module(module)
+                try:
+                    module_spec.loader.exec_module(module)
+                except Exception as err:
+                    del sys.modules[name]
+                    raise _plugin_error(spec, err) from None
             imported.append(name)
         else:
             try:
                 importlib.import_module(spec)
             except ModuleNotFoundError as err:
                 raise ConfigError(f"plugin module '{spec}' cannot be imported: {err}") from None
+            except ConfigError:
+                raise
+            except Exception as err:
+                raise _plugin_error(spec, err) from None
             imported.append(spec)
+    wanted = {str(n) for n in names}
     for ep in entry_points(group=entry_point_group):
-        ep.load()
-        imported.append(ep.value)
+        if ep.name in wanted:
+            try:
+                ep.load()
+            except Exception as err:
+                raise _plugin_error(f"{ep.name} = {ep.value}", err) from None
+            imported.append(ep.value)
     return imported
+
+
+def _plugin_error(spec: str, err: BaseException) -> ConfigError:
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    if isinstance(err, SyntaxError) and err.filename:
+        where = f" at {err.filename}:{err.lineno}"
+    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return ConfigError(f"plugin '{spec}' failed to import: {err.__class__.__name__}: {message}{where}")
 
 
 def load_builtin_methods() -> None:

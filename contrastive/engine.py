@@ -168,7 +168,8 @@ def fit(run: Run) -> Dict[str, Any]:
     """Train, checkpoint, and return a summary (also written to ``summary.json``)."""
     cfg, model = run.cfg, run.model
     (run.run_dir / "config.yaml").write_text(to_yaml(cfg))
-    datamodule = ArrayDataModule(run.splits, int(cfg.batch_size), int(cfg.seed), batch_sampler_factory=model.batch_sampler_factory())
+    datamodule = ArrayDataModule(run.splits, int(cfg.batch_size), int(cfg.seed), batch_sampler_factory=model.batch_sampler_factory(),
+                                 data_on_device=str(cfg.trainer.get("data_on_device", "auto")))
     summary: Dict[str, Any] = {"run_dir": str(run.run_dir), "method": cfg.method.name}
     trainer = build_trainer(cfg, run.run_dir)
     if cfg.knn.enabled and cfg.knn.random_init_baseline and run.resume_from is None:

@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from contrastive.augment import EvalTransform, SimCLRAugment
+from contrastive.augment import EvalTransform, build_augment
 from contrastive.backbones import create_backbone
 from contrastive.errors import ConfigError
 from contrastive.knn import knn_accuracy
@@ -62,7 +62,7 @@ class Method(pl.LightningModule):
         self.backbone = create_backbone(
             cfg.backbone.name, data.image_size, small_stem=cfg.backbone.small_stem, **dict(cfg.backbone.get("kwargs") or {})
         )
-        self.augment = SimCLRAugment(data.image_size, data.mean, data.std, **OmegaConf.to_container(cfg.augment))
+        self.augment = build_augment(OmegaConf.to_container(cfg.augment), data.image_size, data.mean, data.std)
         self.eval_transform = EvalTransform(data.image_size, data.mean, data.std)
         self.channels_last = bool(cfg.trainer.get("channels_last", False))
         self._knn_outputs: Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]] = {}
@@ -98,6 +98,12 @@ class Method(pl.LightningModule):
         """Modules the optimizer updates."""
         return [self]
 
+    def configure_model(self) -> None:
+        """``trainer.compile=true``: compile the backbone in place (state-dict keys unchanged)."""
+        if self.cfg.trainer.get("compile", False) and not getattr(self, "_compiled", False):
+            self.backbone.compile(backend=str(self.cfg.trainer.get("compile_backend", "inductor")))
+            self._compiled = True
+
     # ---------------------------------------------------------------- data
     def _to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -117,12 +123,30 @@ class Method(pl.LightningModule):
         rank = self.trainer.global_rank if self.trainer is not None else 0
         torch.manual_seed((int(self.cfg.seed) * 1_000_003 + self.current_epoch * 1009 + rank) % (2**63))
 
+    def on_before_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """Re-seed the RNG before every training batch from (seed, step, rank): the views of
+        a batch do not depend on earlier batches, so a run resumed mid-epoch (from a SIGTERM
+        checkpoint) continues exactly. Overrides call ``super().on_before_batch_transfer``."""
+        trainer = self._trainer
+        if trainer is not None and trainer.training:
+            rank = trainer.global_rank
+            torch.manual_seed((int(self.cfg.seed) * 1_000_003 + (self.global_step + 1) * 7919 + rank * 104_729) % (2**63))
+        return batch
+
+    def _loss_is_finite(self, loss: torch.Tensor) -> bool:
+        """Finite on every process (under DDP all processes then raise or skip together)."""
+        finite = bool(torch.isfinite(loss.detach()).all())
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            finite = bool(trainer.strategy.reduce_boolean_decision(finite, all=True))
+        return finite
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         views, labels, indices = batch
         losses = self.training_losses(views, labels, indices)
         loss = losses["loss"]
         policy = self.cfg.trainer.on_nonfinite
-        if policy != "off" and not torch.isfinite(loss):
+        if policy != "off" and not self._loss_is_finite(loss):
             terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
             if policy == "skip":
                 log.warning("step %d: non-finite loss (%s); step skipped", self.global_step, terms)

@@ -1,0 +1,137 @@
+"""CPU evidence for ImCLR: base (k=1) vs ImCLR (k=2) vs the same-image control, one recipe.
+
+    OMP_NUM_THREADS=1 python benchmarks/imclr_synthetic.py                     # defaults below
+    OMP_NUM_THREADS=1 python benchmarks/imclr_synthetic.py --seeds 0 1 2 --epochs 15
+    # a Tiny ImageNet subset (a folder in the standard layout whose wnids.txt lists the classes to use):
+    OMP_NUM_THREADS=1 python benchmarks/imclr_synthetic.py --dataset tinyimagenet \\
+        --set dataset.root=/tmp/tin10 dataset.image_size=32 --out benchmarks/results/imclr_tinyimagenet10.md
+
+Every variant is a ``train.py`` run (``prepare_run`` + ``fit``, what ``train.main`` does) with the
+same overrides except ``method.k`` / ``method.control``. After training, the test error (%) of the
+classifier on the val split is measured with the method's test-time input (the k-fold
+self-concatenation; for k=2 also with ``tta=flip``), next to the final kNN top-1 of the encoder.
+Writes a markdown table (per seed, then mean +- std over seeds) to ``--out``.
+
+This is a benchmark, not a test: small budgets on a shared CPU say little about the paper's
+GPU-scale results; it reports what it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from contrastive.config import load_config  # noqa: E402
+from contrastive.engine import fit, prepare_run  # noqa: E402
+
+VARIANTS = {  # name: overrides on top of the shared recipe
+    "base (k=1)": ["method.k=1"],
+    "ImCLR (k=2)": ["method.k=2"],
+    "same-image control (k=2)": ["method.k=2", "method.control=same_image"],
+}
+
+DATASET_DEFAULTS = {"synthetic": ["dataset.num_train=3000", "dataset.num_val=1000"]}
+
+DEFAULTS = [
+    "method=imclr", "backbone=small_cnn", "backbone.kwargs.width=16", "batch_size=128",
+    "optimizer.lr=0.1", "scheduler.milestones=[8,12]", "scheduler.gamma=0.1",
+    "knn.random_init_baseline=false", "knn.k=50", "trainer.progress_bar=false", "trainer.accelerator=cpu",
+]
+
+
+@torch.no_grad()
+def test_error(model, images: torch.Tensor, labels: torch.Tensor, tta: str | None = None, batch_size: int = 500) -> float:
+    """Classifier test error (%) on uint8 ``images`` with the model's test-time input."""
+    model.eval()
+    wrong = 0
+    for start in range(0, len(labels), batch_size):
+        x = model.eval_transform(images[start:start + batch_size])
+        wrong += int((model.predict(x, tta).argmax(1) != labels[start:start + batch_size]).sum())
+    return 100.0 * wrong / len(labels)
+
+
+def run(overrides: list[str]) -> dict:
+    cfg = load_config(overrides)
+    prepared = prepare_run(cfg)
+    start = time.perf_counter()
+    summary = fit(prepared)
+    val = prepared.splits.val
+    model = prepared.model.cpu()
+    result = {
+        "error": test_error(model, val.images, val.labels),
+        "knn": summary.get("knn_top1"),
+        "seconds": time.perf_counter() - start,
+        "run_dir": summary["run_dir"],
+    }
+    if model.k >= 2:
+        result["error_flip"] = test_error(model, val.images, val.labels, tta="flip")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--dataset", default="synthetic", help="dataset config (e.g. tinyimagenet with --set dataset.root=...)")
+    parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every variant (key=value)")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help="subset of: " + ", ".join(VARIANTS))
+    parser.add_argument("--output-dir", default="/tmp/imclr_benchmark")
+    parser.add_argument("--out", default="benchmarks/results/imclr_synthetic.md")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+
+    shared = DEFAULTS + [f"dataset={args.dataset}", *DATASET_DEFAULTS.get(args.dataset, []),
+                         f"trainer.max_epochs={args.epochs}", f"knn.every_n_epochs={args.epochs}",
+                         f"output_dir={args.output_dir}", *args.set]
+    rows, per_variant = [], {v: [] for v in args.variants}
+    for seed in args.seeds:
+        for name in args.variants:
+            overrides = shared + VARIANTS[name] + [f"seed={seed}", f"run_name=imclr-bench-{len(rows)}"]
+            r = run(overrides)
+            per_variant[name].append(r)
+            flip = f"{r['error_flip']:.2f}" if "error_flip" in r else "-"
+            rows.append(f"| {name} | {seed} | {r['error']:.2f} | {flip} | {r['knn']:.2f} | {r['seconds']:.0f} |")
+            print(rows[-1], flush=True)
+
+    def mean_std(values):
+        if not values:
+            return "-"
+        return f"{statistics.mean(values):.2f}" + (f" +- {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+    summary = []
+    for name, results in per_variant.items():
+        summary.append(f"| {name} | {len(results)} | {mean_std([r['error'] for r in results])} | "
+                       f"{mean_std([r['error_flip'] for r in results if 'error_flip' in r])} | "
+                       f"{mean_std([r['knn'] for r in results])} |")
+    command = "OMP_NUM_THREADS=1 python benchmarks/imclr_synthetic.py " + " ".join(sys.argv[1:])
+    text = "\n".join([
+        "# ImCLR on CPU: base (k=1) vs ImCLR (k=2) vs same-image control", "",
+        f"Command: `{command.strip()}`", "",
+        "Shared overrides (every variant): `" + " ".join(o for o in shared if not o.startswith("output_dir=")) + "`", "",
+        "Test error (%) of the classifier on the val split with the method's test-time input "
+        "(k copies of the image; `flip`: the image on top of its flip), and the kNN top-1 (%) of the encoder's "
+        "features of the same input. Lower error is better.", "",
+        "## Mean over seeds", "",
+        "| variant | seeds | test error % | test error % (tta=flip) | kNN top-1 % |", "|---|---|---|---|---|",
+        *summary, "",
+        "## Per run", "",
+        "| variant | seed | test error % | test error % (tta=flip) | kNN top-1 % | train + eval s |", "|---|---|---|---|---|---|",
+        *rows, "",
+    ])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print("\n" + "\n".join(summary) + f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

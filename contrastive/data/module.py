@@ -1,0 +1,98 @@
+"""The LightningDataModule over in-memory uint8 splits."""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from contrastive.data.base import DatasetSplits, IndexedBatches, RandomBatchSampler, shard_indices
+from contrastive.data.resume import ResumableLoader, trainer_progress
+
+BatchSamplerFactory = Callable[[int, int, int, int, int], object]
+
+
+class _ShardBatches:
+    """Ordered batches over this process's shard of an eval split (no duplicates, so the
+    kNN monitor gives the same number on any number of processes)."""
+
+    def __init__(self, num_samples: int, batch_size: int, rank: int, world_size: int) -> None:
+        self.indices = shard_indices(num_samples, rank, world_size)
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.batch_size)
+
+    def __iter__(self):
+        for start in range(0, len(self.indices), self.batch_size):
+            yield self.indices[start : start + self.batch_size].tolist()
+
+
+class ArrayDataModule(pl.LightningDataModule):
+    """Serves uint8 batches ``(images [B,3,H,W], labels [B], indices [B])``.
+
+    Args:
+        splits: The in-memory dataset.
+        batch_size: Per-process training batch size.
+        seed: Shuffling seed.
+        eval_batch_size: Batch size of the kNN/evaluation passes.
+        batch_sampler_factory: ``(num_samples, batch_size, seed, rank, world_size) ->
+            batch sampler``; methods with their own sampling (SPCL) pass theirs.
+    """
+
+    def __init__(
+        self,
+        splits: DatasetSplits,
+        batch_size: int,
+        seed: int = 0,
+        eval_batch_size: int = 512,
+        batch_sampler_factory: Optional[BatchSamplerFactory] = None,
+        data_on_device: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.splits, self.batch_size, self.seed = splits, batch_size, seed
+        self.eval_batch_size = eval_batch_size
+        self.batch_sampler_factory = batch_sampler_factory
+        self.data_on_device = data_on_device
+
+    def setup(self, stage: str) -> None:
+        """Move the uint8 arrays to the GPU when they fit, so a batch is one on-device
+        gather and no host-to-device copy (airbench style)."""
+        if self.trainer is None or self.data_on_device == "never":
+            return
+        device = self.trainer.strategy.root_device
+        if device.type != "cuda":
+            return
+        arrays = {id(a): a for a in (self.splits.train, self.splits.train_labeled, self.splits.val)}
+        needed = sum(a.images.numel() + a.labels.numel() * 8 for a in arrays.values())
+        free, _ = torch.cuda.mem_get_info(device)
+        if self.data_on_device == "always" or needed < 0.25 * free:
+            for array in arrays.values():
+                array.images = array.images.to(device)
+                array.labels = array.labels.to(device)
+
+    def _rank_world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._rank_world()
+        n = len(self.splits.train)
+        if self.batch_sampler_factory is not None:
+            sampler = self.batch_sampler_factory(n, self.batch_size, self.seed, rank, world)
+        else:
+            sampler = RandomBatchSampler(n, self.batch_size, self.seed, rank, world)
+        # Resumable: a checkpoint written mid-epoch (SIGTERM) restarts at the next batch of that epoch.
+        return ResumableLoader(IndexedBatches(self.splits.train), sampler, lambda: trainer_progress(self.trainer),
+                               num_workers=0, pin_memory=False)
+
+    def val_dataloader(self) -> List[DataLoader]:
+        """[labeled train split (the kNN bank), val split]."""
+        rank, world = self._rank_world()
+        return [
+            DataLoader(IndexedBatches(array), batch_size=None, sampler=_ShardBatches(len(array), self.eval_batch_size, rank, world))
+            for array in (self.splits.train_labeled, self.splits.val)
+        ]

@@ -1,0 +1,239 @@
+"""SPCL: Siamese Prototypical Contrastive Learning.
+
+Mo, Sun, Li, 2022 (https://arxiv.org/abs/2208.08819). NT-Xent pushes apart every
+other image of the batch, including those of the anchor's class (false negatives).
+SPCL groups the data into prototypes and adds two prototype-level terms:
+
+1. **Clustering** at the start of every epoch: the whole training set is embedded
+   (backbone representation, one un-augmented view by default, eval mode, no grad),
+   L2-normalised and clustered by faiss k-means into ``K`` prototypes
+   (``method.num_prototypes``; a list trains one prototype head per K, as PCL).
+   Under DDP every rank embeds a shard, rank 0 clusters the gathered features and
+   broadcasts the assignments. They live in a buffer, so checkpoints hold them.
+2. **Prototype-aware batches** (Sec. 3.2): ``anchor_fraction`` of a batch comes from
+   one anchor prototype, the rest from other prototypes
+   (:class:`~contrastive.data.prototype_sampler.PrototypeBatchSampler`).
+3. **Losses** ``w_c * NT-Xent + w_m * metric + w_p * prototype``:
+   NT-Xent on the projection head (as SimCLR); a siamese metric loss in which a small
+   head sees ``|f_a - f_b|`` of an anchor and a same-/other-prototype partner and
+   predicts whether they share a prototype (BCE); a linear head on the representation
+   that predicts the sample's prototype (CE, or symmetric CE against noisy prototypes).
+   A weight of 0 removes the term and its head.
+
+Diagnostics (the paper's Fig. 1), logged at every epoch end on a fixed training batch:
+TP similarity (anchor vs its positive view) and FN similarity (anchor vs in-batch
+negatives of its true class), in the projection space.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+from omegaconf import ListConfig
+from torch import nn
+
+from contrastive.data.base import shard_indices
+from contrastive.data.prototype_sampler import PrototypeBatchSampler
+from contrastive.errors import ConfigError
+from contrastive.kmeans import cluster_stats, kmeans
+from contrastive.losses import siamese_pairs, symmetric_cross_entropy, tp_fn_similarity
+from contrastive.method import DataInfo, Method, _gather_padded, check_batch_size
+from contrastive.registry import METHODS
+
+log = logging.getLogger(__name__)
+LOSSES = ("contrastive", "metric", "prototype")
+
+
+def prototype_counts(cfg, data: DataInfo) -> List[int]:
+    """The K of every prototype head: ``method.num_prototypes`` (int or list), or the class count."""
+    if cfg.method.prototypes == "ground_truth":
+        return [int(data.num_classes)]
+    ks = cfg.method.num_prototypes
+    return [int(k) for k in ks] if isinstance(ks, (list, tuple, ListConfig)) else [int(ks)]
+
+
+@METHODS.register("spcl")
+class SPCL(Method):
+    """SimCLR + k-means prototypes, prototype-aware batches, siamese metric and prototype losses."""
+
+    def __init__(self, cfg, data: DataInfo) -> None:
+        super().__init__(cfg, data)
+        m = cfg.method
+        self.weights = {name: float(m.weights[name]) for name in LOSSES}
+        self.ks = prototype_counts(cfg, data)
+        feat = self.backbone.feature_dim
+        self.projection_head = None
+        if self.weights["contrastive"] > 0:
+            p = m.projection
+            self.projection_head = SimCLRProjectionHead(feat, int(p.hidden_dim), int(p.output_dim), int(p.num_layers))
+            self.criterion = NTXentLoss(temperature=float(m.temperature), gather_distributed=bool(m.gather_distributed))
+        if self.weights["metric"] > 0:
+            hidden = int(m.metric_hidden_dim)
+            self.metric_head = nn.Sequential(nn.Linear(feat, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+        if self.weights["prototype"] > 0:
+            self.prototype_heads = nn.ModuleList(nn.Linear(feat, k) for k in self.ks)
+        # Prototype of every training sample per K; -1 until the first clustering.
+        self.register_buffer("assignments", torch.full((len(self.ks), data.num_train), -1, dtype=torch.long))
+
+    @classmethod
+    def validate_config(cls, cfg, data: DataInfo) -> None:
+        m = cfg.method
+        if not m.temperature > 0:
+            raise ConfigError(f"method.temperature must be > 0, got {m.temperature}")
+        if int(m.projection.num_layers) < 2:
+            raise ConfigError(f"method.projection.num_layers must be >= 2, got {m.projection.num_layers}")
+        for name in LOSSES:
+            if not float(m.weights[name]) >= 0:
+                raise ConfigError(f"method.weights.{name} must be >= 0, got {m.weights[name]}")
+        if all(float(m.weights[name]) == 0 for name in LOSSES):
+            raise ConfigError("method.weights are all 0: at least one of contrastive, metric, prototype must be > 0")
+        if m.prototypes not in ("kmeans", "ground_truth"):
+            raise ConfigError(f"method.prototypes='{m.prototypes}' is not valid; choose one of kmeans, ground_truth")
+        if m.prototypes == "ground_truth" and not data.train_fully_labeled:
+            raise ConfigError(f"method.prototypes=ground_truth needs a labeled training set; dataset '{cfg.dataset.name}' "
+                              "has unlabeled training images (use method.prototypes=kmeans)")
+        if m.prototypes == "kmeans":
+            ks = prototype_counts(cfg, data)
+            if not ks or any(not 2 <= k <= data.num_train for k in ks):
+                raise ConfigError(f"method.num_prototypes={list(ks)} is not valid: every K must be in "
+                                  f"[2, {data.num_train}] (2 to the training set size)")
+        if m.sampler not in ("prototype", "random"):
+            raise ConfigError(f"method.sampler='{m.sampler}' is not valid; choose one of prototype, random")
+        if not 0.0 <= float(m.anchor_fraction) <= 1.0:
+            raise ConfigError(f"method.anchor_fraction must be in [0, 1], got {m.anchor_fraction}")
+        if m.cluster.view not in ("eval", "augment"):
+            raise ConfigError(f"method.cluster.view='{m.cluster.view}' is not valid; choose one of eval, augment")
+        if int(m.cluster.niter) < 1 or int(m.cluster.batch_size) < 1:
+            raise ConfigError(f"method.cluster.niter and batch_size must be >= 1, got {m.cluster.niter}, {m.cluster.batch_size}")
+        if not float(m.sce.A) < 0 or float(m.sce.alpha) < 0 or float(m.sce.beta) < 0:
+            raise ConfigError(f"method.sce needs alpha >= 0, beta >= 0 and A < 0, got {dict(m.sce)}")
+        check_batch_size(cfg, 2, "SPCL (NT-Xent negatives and prototype pairs)")
+
+    # ------------------------------------------------------------------ prototypes
+    @property
+    def uses_prototypes(self) -> bool:
+        return self.cfg.method.sampler == "prototype" or self.weights["metric"] > 0 or self.weights["prototype"] > 0
+
+    def batch_sampler_factory(self):
+        if self.cfg.method.sampler != "prototype":
+            return None
+        fraction = float(self.cfg.method.anchor_fraction)
+
+        def current():  # read lazily, when the sampler starts an epoch
+            return None if bool((self.assignments[0] < 0).any()) else self.assignments[0].cpu()
+
+        return lambda n, bs, seed, rank, world: PrototypeBatchSampler(n, bs, seed, rank, world, current, fraction)
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()  # re-seeds the augmentation RNG
+        if not self.uses_prototypes:
+            return
+        train = self.trainer.datamodule.splits.train
+        if self.cfg.method.prototypes == "ground_truth":
+            self.assignments.copy_(train.labels.to(self.device).expand_as(self.assignments))
+            return
+        start = time.perf_counter()
+        features = self.train_features(train.images)  # [N, D] on every rank
+        embedded = time.perf_counter()
+        c = self.cfg.method.cluster
+        assignments = None
+        if self.trainer.is_global_zero:
+            seed = int(self.cfg.seed) * 1009 + self.current_epoch
+            assignments = torch.stack([kmeans(features, k, int(c.niter), seed, int(c.max_points_per_centroid))[0] for k in self.ks])
+        if self.trainer.world_size > 1:
+            assignments = self.trainer.strategy.broadcast(assignments, src=0)
+        self.assignments.copy_(assignments.to(self.device))
+        stats = [cluster_stats(a, k) for a, k in zip(self.assignments, self.ks)]
+        summary = {
+            "embed_seconds": embedded - start, "cluster_seconds": time.perf_counter() - embedded, "empty_clusters": sum(s["empty_clusters"] for s in stats),
+            "tiny_clusters": sum(s["tiny_clusters"] for s in stats),
+            "min_cluster_size": min(s["min_cluster_size"] for s in stats), "max_cluster_size": max(s["max_cluster_size"] for s in stats),
+        }
+        self.log_dict({f"spcl/{k}": float(v) for k, v in summary.items()}, on_step=False, on_epoch=True, sync_dist=False)
+        log.info("epoch %d: clustered %d samples into K=%s: %s", self.current_epoch, len(features), self.ks, summary)
+
+    @torch.no_grad()
+    def train_features(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised representations of uint8 ``images [N,3,H,W]`` (this rank embeds its shard;
+        all ranks get all ``[N, D]`` in dataset order)."""
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        shard = shard_indices(len(images), rank, world)
+        transform = self.eval_transform if self.cfg.method.cluster.view == "eval" else self.augment
+        was_training, parts = self.training, []
+        self.eval()  # BatchNorm uses (and does not update) its running statistics
+        try:
+            with self.trainer.precision_plugin.forward_context():
+                for chunk in shard.split(int(self.cfg.method.cluster.batch_size)):
+                    x = self._to_memory_format(transform(images[chunk].to(self.device, non_blocking=True)))
+                    parts.append(F.normalize(self.backbone(x).float(), dim=1))
+        finally:
+            self.train(was_training)
+        features = torch.cat(parts)  # [N_rank, D]
+        if world > 1:
+            index = shard.to(self.device)
+            features, _, index = _gather_padded(self, features, index, index)
+            features = features[index.argsort()]
+        return features
+
+    # ------------------------------------------------------------------ losses
+    def project(self, images: torch.Tensor) -> torch.Tensor:
+        """The contrastive space (the representation itself when the contrastive term is off)."""
+        h = self.backbone(images)
+        return self.projection_head(h) if self.projection_head is not None else h
+
+    def training_losses(self, views: List[torch.Tensor], labels, indices) -> Dict[str, torch.Tensor]:
+        h0, h1 = self.backbone(views[0]), self.backbone(views[1])  # [B, D] each
+        losses: Dict[str, torch.Tensor] = {}
+        if self.weights["contrastive"] > 0:
+            losses["contrastive"] = self.criterion(self.projection_head(h0), self.projection_head(h1))
+        targets = self.assignments[:, indices.to(self.assignments.device)]  # [num_K, B]
+        if bool((targets >= 0).all()):  # prototype terms once clustered
+            if self.weights["metric"] > 0:
+                losses["metric"] = self.metric_loss(h0, h1, targets[0])
+            if self.weights["prototype"] > 0:
+                terms = [self.prototype_loss(head(h), t) for head, t in zip(self.prototype_heads, targets) for h in (h0, h1)]
+                losses["prototype"] = torch.stack(terms).mean()
+        losses["loss"] = sum((self.weights[name] * value for name, value in losses.items()), 0.0 * h0.sum())
+        return losses
+
+    def metric_loss(self, h0: torch.Tensor, h1: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        """Siamese loss: anchors from view 0, same-/other-prototype partners from view 1."""
+        anchors, partners, same = siamese_pairs(prototypes)  # [P] each
+        f0, f1 = F.normalize(h0, dim=1), F.normalize(h1, dim=1)
+        logits = self.metric_head((f0[anchors] - f1[partners]).abs()).squeeze(1)  # [P]
+        return F.binary_cross_entropy_with_logits(logits.float(), same)
+
+    def prototype_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        m = self.cfg.method
+        if m.symmetric_ce:
+            return symmetric_cross_entropy(logits.float(), targets, float(m.sce.alpha), float(m.sce.beta), float(m.sce.A))
+        return F.cross_entropy(logits.float(), targets)
+
+    # ------------------------------------------------------------------ diagnostics
+    def on_train_epoch_end(self) -> None:
+        tp, fn, tn = similarity_diagnostics(self, self.trainer.datamodule.splits.train, int(self.cfg.batch_size))
+        values = {"spcl/tp_similarity": tp, "spcl/fn_similarity": fn, "spcl/tn_similarity": tn}
+        self.log_dict({k: v for k, v in values.items() if v == v}, on_step=False, on_epoch=True, sync_dist=False)
+
+
+@torch.no_grad()
+def similarity_diagnostics(model: Method, split, size: int, seed: int = 0):
+    """(TP, FN, TN) mean cosine similarities in ``model.project``'s space on a fixed batch of
+    ``split`` (seed-fixed samples and views, eval mode, global RNG untouched). Works for any
+    method with a ``project`` (SimCLR too). See :func:`contrastive.losses.tp_fn_similarity`."""
+    idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:size]
+    images = split.images[idx].to(model.device)
+    aug_rng = torch.Generator(device=model.device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        z0, z1 = (model.project(model._to_memory_format(model.augment(images, generator=aug_rng))) for _ in range(2))
+    finally:
+        model.train(was_training)
+    return tp_fn_similarity(z0, z1, split.labels[idx].to(model.device))

@@ -1,0 +1,225 @@
+"""SimCLIC (methods/simclic.py): stop-gradient, perturbations, history bank, one step, a short run."""
+
+import csv
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+import train
+from contrastive.config import load_config
+from contrastive.errors import ConfigError
+from contrastive.memory import FeatureBank
+from contrastive.method import DataInfo
+from contrastive.monitors import normalized_output_std
+from methods.simclic import PERTURBATIONS, SimCLIC, soft_cross_entropy
+from tests.conftest import FAST
+
+TINY = ["backbone.kwargs.width=4", "method.projection.hidden_dim=32", "method.projection.output_dim=32",
+        "method.predictor_hidden_dim=8"]
+#: The short end-to-end run (dims small enough for 2 loaded CPU cores).
+SMALL_HEADS = ["method.projection.hidden_dim=64", "method.projection.output_dim=64", "method.predictor_hidden_dim=16"]
+
+
+def build(*overrides, num_train=64):
+    cfg = load_config(["method=simclic", *TINY, *overrides])
+    data = DataInfo(num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, num_train=num_train)
+    SimCLIC.validate_config(cfg, data)
+    torch.manual_seed(0)
+    return SimCLIC(cfg, data).train()
+
+
+def batch(model, n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    views = [model.augment(images) for _ in range(int(model.cfg.method.num_views))]
+    return views, torch.zeros(n, dtype=torch.long), torch.arange(n)
+
+
+class Detach(nn.Module):
+    def forward(self, z):
+        return z.detach()
+
+
+@pytest.mark.parametrize("perturbation", PERTURBATIONS)
+@pytest.mark.parametrize("stop_gradient", [True, False])
+def test_no_gradient_reaches_the_target_branch(perturbation, stop_gradient):
+    model = build(f"method.perturbation={perturbation}", f"method.stop_gradient={str(stop_gradient).lower()}")
+    views, labels, indices = batch(model)
+    if perturbation == "history":
+        with torch.no_grad():  # fill the bank so the target really comes from it
+            model.bank.update(indices, torch.randn(len(indices), model.backbone.feature_dim))
+    h = torch.randn(len(indices), model.backbone.feature_dim, requires_grad=True)
+    assert model.target(h, indices).requires_grad is (not stop_gradient)
+    # Cut the online path at the predictor: any gradient left can only come through the target.
+    model.predictor = Detach()
+    loss = model.training_losses(views, labels, indices)["loss"]
+    assert torch.isfinite(loss)
+    assert loss.requires_grad is (not stop_gradient)
+
+
+@pytest.mark.parametrize("perturbation", PERTURBATIONS)
+def test_each_perturbation_changes_the_target_and_none_leaves_it(perturbation):
+    model = build(f"method.perturbation={perturbation}", "method.dropout_p=0.5", "method.noise_sigma=0.5")
+    n, d = 32, model.backbone.feature_dim
+    h = torch.rand(n, d) + 0.5
+    indices = torch.arange(n)
+    if perturbation == "history":
+        earlier = torch.rand(n, d)
+        model.bank.update(indices[: n // 2], earlier[: n // 2])  # the other half was never seen
+    with torch.no_grad():
+        perturbed = model.perturb(h, indices)
+        changed = not torch.allclose(model.target(h, indices), model.projector(h))
+    if perturbation == "none":
+        assert torch.equal(perturbed, h) and not changed
+        return
+    assert changed
+    if perturbation == "dropout":  # inverted dropout: zeros at rate p, survivors scaled by 1/(1-p)
+        zeros = (perturbed == 0).float().mean().item()
+        assert 0.4 < zeros < 0.6
+        assert torch.allclose(perturbed[perturbed != 0], 2 * h[perturbed != 0])
+    elif perturbation == "noise":  # noise std = sigma x the representation's RMS
+        rms = h.pow(2).mean(1, keepdim=True).sqrt()
+        ratio = ((perturbed - h) / rms).std().item()
+        assert 0.45 < ratio < 0.55
+    else:  # history: the stored representation where there is one, else the current one
+        assert torch.equal(perturbed[: n // 2], earlier[: n // 2])
+        assert torch.equal(perturbed[n // 2 :], h[n // 2 :])
+
+
+def test_history_bank_returns_the_representation_stored_for_that_index():
+    bank = FeatureBank(size=10, dim=3)
+    first = torch.arange(6.0).view(2, 3)
+    bank.update(torch.tensor([7, 2]), first)
+    stored, filled = bank.lookup(torch.tensor([2, 5, 7]))
+    assert torch.equal(stored[0], first[1]) and torch.equal(stored[2], first[0])
+    assert filled.tolist() == [True, False, True] and torch.equal(stored[1], torch.zeros(3))
+    bank.update(torch.tensor([2]), torch.full((1, 3), 100.0))  # momentum 0 replaces
+    assert torch.equal(bank.lookup(torch.tensor([2]))[0], torch.full((1, 3), 100.0))
+    with pytest.raises(IndexError, match=r"\[0, 10\)"):
+        bank.lookup(torch.tensor([10]))
+
+    ema = FeatureBank(size=4, dim=2, momentum=0.75)
+    ema.update(torch.tensor([1]), torch.tensor([[4.0, 8.0]]))  # first visit: stored as is
+    ema.update(torch.tensor([1]), torch.tensor([[0.0, 0.0]]))  # then 0.75 old + 0.25 new
+    assert torch.allclose(ema.lookup(torch.tensor([1]))[0], torch.tensor([[3.0, 6.0]]))
+    # Buffers: saved in checkpoints and restored exactly.
+    restored = FeatureBank(size=4, dim=2, momentum=0.75)
+    restored.load_state_dict(ema.state_dict())
+    assert torch.equal(restored.features, ema.features) and torch.equal(restored.filled, ema.filled)
+
+    # In the method: a training step stores the (view-averaged) representations of its
+    # batch, and the next visit of those indices builds its target from them.
+    model = build("method.perturbation=history", num_train=40)
+    views, labels, _ = batch(model)
+    indices = torch.arange(20, 36)
+    with torch.no_grad():
+        expected = torch.stack([model.backbone(v) for v in views]).mean(0)
+    model.training_losses(views, labels, indices)
+    stored, filled = model.bank.lookup(indices)
+    assert filled.all() and not model.bank.filled[:20].any()
+    assert torch.allclose(stored, expected, atol=1e-5)
+    assert torch.allclose(model.perturb(torch.randn_like(expected), indices), expected, atol=1e-5)
+    assert {"bank.features", "bank.filled"} <= set(model.state_dict())
+
+
+def test_history_bank_is_written_with_indices_and_features_of_all_processes():
+    model = build("method.perturbation=history", num_train=40)
+    d = model.backbone.feature_dim
+    model._trainer = SimpleNamespace(world_size=2)
+    # Stand-in for all_gather on 2 processes: the other rank holds indices + 20 and features + 1.
+    model.all_gather = lambda t: torch.stack([t, t + (20 if t.dtype == torch.long else 1.0)])
+    features = torch.randn(4, d)
+    model._remember(torch.arange(4), features)
+    model._trainer = None
+    assert model.bank.filled.sum() == 8
+    assert torch.allclose(model.bank.lookup(torch.arange(4))[0], features)
+    assert torch.allclose(model.bank.lookup(torch.arange(20, 24))[0], features + 1)
+
+
+@pytest.mark.parametrize("perturbation", PERTURBATIONS)
+def test_one_training_step_updates_the_encoder(perturbation):
+    model = build(f"method.perturbation={perturbation}", "method.predictor=linear" if perturbation == "noise" else "method.loss=cosine")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.backbone.parameters()]
+    views, labels, indices = batch(model)
+    loss = model.training_losses(views, labels, indices)["loss"]
+    assert torch.isfinite(loss) and -1.0 <= loss.item() <= 1.0  # negative cosine similarity
+    loss.backward()
+    optimizer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.backbone.parameters()))
+
+
+def test_switches_build_the_ablations():
+    assert isinstance(build("method.predictor=none").predictor, nn.Identity)
+    assert isinstance(build("method.predictor=linear").predictor, nn.Linear)
+    model = build("method.loss=cross_entropy", "method.num_views=1", "method.perturbation=dropout")
+    views, labels, indices = batch(model)
+    assert len(views) == 1 and torch.isfinite(model.training_losses(views, labels, indices)["loss"])
+    # Soft cross-entropy H(softmax(t/T), softmax(p/T)): equals the entropy when p == t, larger otherwise.
+    t, p = torch.randn(5, 7), torch.randn(5, 7)
+    q = torch.softmax(t / 0.5, 1)
+    entropy = -(q * q.log()).sum(1).mean()
+    assert soft_cross_entropy(t, t, 0.5).item() == pytest.approx(entropy.item(), rel=1e-5)
+    assert soft_cross_entropy(p, t, 0.5) > entropy
+
+
+def test_collapse_statistic():
+    d = 64
+    healthy = normalized_output_std(torch.randn(4096, d))
+    assert healthy.item() == pytest.approx(1 / math.sqrt(d), rel=0.05)
+    collapsed = normalized_output_std(torch.randn(1, d).expand(256, d) + 1e-4 * torch.randn(256, d))
+    assert collapsed.item() < 0.01 * healthy.item()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["method.perturbation=blur"], "method.perturbation='blur' is not valid; choose one of history, dropout, noise, none"),
+        (["method.dropout_p=1.0"], "method.dropout_p must be in [0, 1), got 1.0"),
+        (["method.dropout_p=-0.1"], "method.dropout_p must be in [0, 1), got -0.1"),
+        (["method.noise_sigma=-0.5"], "method.noise_sigma must be >= 0, got -0.5"),
+        (["method.predictor=mlp3"], "method.predictor='mlp3' is not valid; choose one of none, linear, mlp2"),
+        (["method.loss=mse"], "method.loss='mse' is not valid; choose one of cosine, cross_entropy"),
+        (["method.stop_gradient=maybe"], "method.stop_gradient='maybe' is not valid: expected true or false"),
+        (["method.perturbation=none", "method.num_views=1"], "perturbation=none needs method.num_views=2"),
+        (["method.history_momentum=1"], "method.history_momentum must be in [0, 1)"),
+    ],
+)
+def test_bad_settings_are_rejected_before_training(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        build(*overrides)
+    assert message in str(err.value)
+
+
+def test_bad_setting_on_the_command_line_is_one_error_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(FAST + [f"output_dir={tmp_path}", "method=simclic", "method.perturbation=blur"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith("error: method.perturbation='blur'") and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_history_without_sample_indices_is_a_clear_error():
+    model = build("method.perturbation=history")
+    views, labels, indices = batch(model)
+    for bad in (None, indices.float(), indices[:3]):
+        with pytest.raises(ConfigError, match="perturbation=history needs the integer sample index"):
+            model.training_losses(views, labels, bad)
+
+
+def test_short_run_on_synthetic_beats_random_init(tmp_path):
+    summary = train.main(FAST + SMALL_HEADS + [f"output_dir={tmp_path}", "method=simclic", "method.perturbation=history",
+                                              "optimizer.lr=0.1", "trainer.max_epochs=5", "dataset.num_train=1024",
+                                              "dataset.num_val=500", "knn.every_n_epochs=5"])
+    assert summary["knn_top1"] > summary["knn_top1_random_init"] + MARGIN
+    rows = list(csv.DictReader(open(f"{summary['run_dir']}/logs/metrics.csv")))
+    stds = [float(r["train/output_std"]) for r in rows if r.get("train/output_std")]
+    assert len(stds) == 5 and min(stds) > 0.5 / math.sqrt(64)  # logged every epoch, not collapsed
+    state = torch.load(summary["last_checkpoint"], weights_only=True)["state_dict"]
+    assert state["bank.filled"].all()  # every training image has a stored representation
+
+
+MARGIN = 2  # 80 steps of a width-8 CNN; the README has the full-length numbers

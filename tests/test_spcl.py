@@ -1,0 +1,225 @@
+"""SPCL (issue 5): k-means, prototype-aware batches, its losses, bad input and training runs."""
+
+import csv
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train
+from contrastive.config import load_config
+from contrastive.data.base import ImageArray, RandomBatchSampler
+from contrastive.data.prototype_sampler import PrototypeBatchSampler
+from contrastive.errors import ConfigError
+from contrastive.kmeans import cluster_stats, kmeans
+from contrastive.losses import siamese_pairs, symmetric_cross_entropy, tp_fn_similarity
+from contrastive.method import DataInfo
+from tests.conftest import FAST
+
+
+def _blobs(n_per=60, centers=4, dim=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    means = F.normalize(torch.randn(centers, dim, generator=g), dim=1) * 5
+    x = torch.cat([m + 0.3 * torch.randn(n_per, dim, generator=g) for m in means])
+    return x, torch.arange(centers).repeat_interleave(n_per)
+
+
+DATA = DataInfo(num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, num_train=512)
+
+
+def _spcl(overrides=(), data=DATA):
+    """A validated SPCL model on FAST settings, without generating the dataset."""
+    from methods.spcl import SPCL
+
+    cfg = load_config(FAST + ["method=spcl", *overrides])
+    SPCL.validate_config(cfg, data)
+    return SPCL(cfg, data)
+
+
+def _images(n=16, seed=0):
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------- k-means
+def test_kmeans_assigns_every_index_deterministically_and_finds_blobs():
+    x, truth = _blobs()
+    a1, c1 = kmeans(x, 4, niter=10, seed=3)
+    a2, c2 = kmeans(x, 4, niter=10, seed=3)
+    assert a1.shape == (len(x),) and a1.dtype == torch.int64 and a1.min() >= 0 and a1.max() < 4
+    assert torch.equal(a1, a2) and torch.equal(c1, c2) and c1.shape == (4, 16)
+    assert torch.allclose(c1.norm(dim=1), torch.ones(4), atol=1e-4)  # spherical
+    for c in range(4):  # every blob is one cluster
+        assert len(torch.unique(a1[truth == c])) == 1
+    assert len(torch.unique(a1)) == 4
+    with pytest.raises(ConfigError, match="k=300"):
+        kmeans(x, 300)
+
+
+def test_cluster_stats_counts_empty_and_tiny_clusters():
+    stats = cluster_stats(torch.tensor([0, 0, 0, 2, 3, 3]), k=5)
+    assert stats["empty_clusters"] == 2 and stats["tiny_clusters"] == 1
+    assert stats["min_cluster_size"] == 0 and stats["max_cluster_size"] == 3
+
+
+# ---------------------------------------------------------------- sampler
+def test_prototype_batches_respect_anchor_ratio_and_shard():
+    sizes = [150, 100, 80, 60, 9, 1]  # prototype 4 is smaller than the anchor share; 5 can never anchor
+    assignments = torch.cat([torch.full((s,), c) for c, s in enumerate(sizes)])
+    assignments = assignments[torch.randperm(len(assignments), generator=torch.Generator().manual_seed(0))]
+    n, bsz = len(assignments), 40
+    sampler = PrototypeBatchSampler(n, bsz, seed=1, assignments=lambda: assignments, anchor_fraction=0.25)
+    plan = sampler.plan(assignments)
+    assert len(plan) == len(sampler) == n // bsz
+    for anchor, batch in plan:
+        assert sizes[anchor] >= 2 and len(batch) == bsz and len(torch.unique(batch)) == bsz
+        assert int((assignments[batch] == anchor).sum()) == min(10, sizes[anchor])
+    assert [b for b in sampler] == [b.tolist() for _, b in plan]
+    sampler.set_epoch(1)
+    assert [b for b in sampler] != [b.tolist() for _, b in plan]  # new epoch, new batches
+    again = PrototypeBatchSampler(n, bsz, seed=1, assignments=lambda: assignments, anchor_fraction=0.25)
+    again.set_epoch(1)
+    assert list(again) == list(sampler)  # deterministic per seed + epoch
+    # Two processes: interleaved shares of the same plan, disjoint within a step.
+    ranks = [PrototypeBatchSampler(n, bsz // 2, 1, r, 2, lambda: assignments, 0.5) for r in (0, 1)]
+    full = ranks[0].plan(assignments)
+    for r, s in enumerate(ranks):
+        assert list(s) == [b.tolist() for _, b in full[r::2]]
+        assert all(int((assignments[b] == a).sum()) == min(10, sizes[a]) for a, b in full[r::2])
+
+
+def test_sampler_is_random_before_the_first_clustering():
+    sampler = PrototypeBatchSampler(200, 32, seed=4, assignments=lambda: None)
+    sampler.set_epoch(2)
+    reference = RandomBatchSampler(200, 32, seed=4)
+    reference.set_epoch(2)
+    assert list(sampler) == list(reference)
+
+
+# ---------------------------------------------------------------- losses
+def test_siamese_pair_labels_for_hand_built_prototypes():
+    protos = torch.tensor([0, 0, 1, 1, 1, 2])
+    anchors, partners, labels = siamese_pairs(protos, generator=torch.Generator().manual_seed(0))
+    pos, neg = slice(0, 6), slice(6, None)
+    assert anchors[pos].tolist() == list(range(6)) and anchors[neg].tolist() == list(range(6))
+    assert labels[pos].tolist() == [1.0] * 6 and labels[neg].tolist() == [0.0] * 6
+    for a, p in zip(anchors[pos].tolist(), partners[pos].tolist()):
+        assert protos[a] == protos[p] and (p != a or a == 5)  # 5 is alone: its own other view
+    assert partners[5] == 5
+    assert all(protos[a] != protos[p] for a, p in zip(anchors[neg].tolist(), partners[neg].tolist()))
+    a, p, y = siamese_pairs(torch.tensor([3, 3, 3]))
+    assert len(a) == 3 and y.tolist() == [1.0, 1.0, 1.0]  # one prototype: no negative exists
+
+
+def test_symmetric_cross_entropy_matches_its_formula():
+    g = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(8, 5, generator=g), torch.randint(0, 5, (8,), generator=g)
+    alpha, beta, A = 0.3, 1.7, -4.0
+    p, q = logits.softmax(1), F.one_hot(targets, 5).float()
+    ce = -(q * p.log()).sum(1).mean()
+    rce = -(p * q.clamp(min=math.exp(A)).log()).sum(1).mean()  # log 0 -> A
+    expected = alpha * ce + beta * rce
+    assert torch.allclose(symmetric_cross_entropy(logits, targets, alpha, beta, A), expected, atol=1e-5)
+    assert torch.allclose(symmetric_cross_entropy(logits, targets, 1.0, 0.0), F.cross_entropy(logits, targets))
+
+
+def test_tp_fn_similarities():
+    z0 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    tp, fn, tn = tp_fn_similarity(z0, z0.clone(), torch.tensor([0, 0, 1]))
+    assert tp == pytest.approx(1.0)
+    assert fn == pytest.approx(0.0)  # anchors 0 and 1 share a label; they are orthogonal
+    s = 1 / math.sqrt(2)
+    assert tn == pytest.approx(s)  # every cross-label pair has cosine 1/sqrt(2)
+
+
+# ---------------------------------------------------------------- the method
+def test_one_training_step_with_two_prototype_heads_and_symmetric_ce():
+    model = _spcl(["method.num_prototypes=[4,8]", "method.symmetric_ce=true"])
+    assert [h.out_features for h in model.prototype_heads] == [4, 8]
+    model.assignments.copy_(torch.stack([torch.arange(512) % 4, torch.arange(512) % 8]))
+    views = [model.augment(_images()) for _ in range(2)]
+    losses = model.training_losses(views, None, torch.arange(16))
+    assert set(losses) == {"contrastive", "metric", "prototype", "loss"}
+    assert torch.allclose(losses["loss"], losses["contrastive"] + losses["metric"] + losses["prototype"])
+    losses["loss"].backward()
+    for module in (model.backbone, model.projection_head, model.metric_head, *model.prototype_heads):
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
+
+
+@pytest.mark.parametrize("zero", ["contrastive", "metric", "prototype"])
+def test_zero_weight_removes_the_term_and_its_head(zero):
+    model = _spcl([f"method.weights.{zero}=0", "method.weights.metric=0.5" if zero != "metric" else "method.weights.prototype=2"])
+    head = {"contrastive": "projection_head", "metric": "metric_head", "prototype": "prototype_heads"}[zero]
+    assert getattr(model, head, None) is None
+    model.assignments.copy_(torch.arange(512) % 10)
+    images = _images(8)
+    losses = model.training_losses([model.augment(images), model.augment(images)], None, torch.arange(8))
+    assert zero not in losses and len(losses) == 3
+    expected = sum(model.weights[k] * v for k, v in losses.items() if k != "loss")
+    assert torch.allclose(losses["loss"], expected)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["method.num_prototypes=1"], "method.num_prototypes=[1] is not valid: every K must be in [2, 512]"),
+        (["method.num_prototypes=[10,513]"], "every K must be in [2, 512]"),
+        (["method.weights.contrastive=0", "method.weights.metric=0", "method.weights.prototype=0"], "weights are all 0"),
+        (["method.weights.metric=-1"], "method.weights.metric must be >= 0"),
+        (["method.prototypes=labels"], "choose one of kmeans, ground_truth"),
+        (["method.sampler=nope"], "choose one of prototype, random"),
+        (["method.anchor_fraction=1.5"], "anchor_fraction must be in [0, 1]"),
+        (["method.cluster.view=crop"], "choose one of eval, augment"),
+    ],
+)
+def test_bad_settings_raise_config_errors(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        _spcl(overrides)
+    assert message in str(err.value)
+
+
+def test_ground_truth_prototypes_need_labels():
+    _spcl(["method.prototypes=ground_truth"])
+    with pytest.raises(ConfigError, match="ground_truth needs a labeled training set"):
+        _spcl(["method.prototypes=ground_truth"], DataInfo(10, 32, (0.5,) * 3, (0.25,) * 3, 512, train_fully_labeled=False))
+
+
+def test_bad_input_stops_train_py_before_anything_is_written(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(FAST + [f"output_dir={tmp_path}", "method=spcl", "method.num_prototypes=[600]"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err == "error: method.num_prototypes=[600] is not valid: every K must be in [2, 512] (2 to the training set size)"
+    assert not any(tmp_path.iterdir())
+
+
+def test_ground_truth_prototypes_are_the_labels():
+    model = _spcl(["method.prototypes=ground_truth", "method.num_prototypes=[3]"])
+    assert [h.out_features for h in model.prototype_heads] == [10]  # one head over the classes
+    labels = torch.arange(512) % 10
+    train_split = ImageArray(torch.zeros(512, 3, 32, 32, dtype=torch.uint8), labels)
+    model._trainer = SimpleNamespace(global_rank=0, current_epoch=0, datamodule=SimpleNamespace(splits=SimpleNamespace(train=train_split)))
+    model.on_train_epoch_start()
+    assert torch.equal(model.assignments[0], labels)
+
+
+def test_two_epochs_recluster_at_every_epoch_start(tmp_path, monkeypatch):
+    import methods.spcl as spcl
+
+    calls, plans = [], []
+    real_kmeans, real_plan = spcl.kmeans, PrototypeBatchSampler.plan
+    monkeypatch.setattr(spcl, "kmeans", lambda x, k, *a: calls.append((len(x), k)) or real_kmeans(x, k, *a))
+    monkeypatch.setattr(PrototypeBatchSampler, "plan", lambda self, a: plans.append(real_plan(self, a)) or plans[-1])
+    summary = train.main(FAST + [f"output_dir={tmp_path}", "method=spcl", "method.num_prototypes=[6]", "knn.random_init_baseline=false"])
+    assert calls == [(512, 6), (512, 6)]  # once per epoch, on the whole training set
+    assert len(plans) == 2 and all(anchor >= 0 for plan in plans for anchor, _ in plan)  # prototype batches
+    assert summary["knn_top1"] is not None
+    state = torch.load(summary["last_checkpoint"], weights_only=True)["state_dict"]
+    assert state["assignments"].shape == (1, 512) and 0 <= state["assignments"].min() and state["assignments"].max() < 6
+    rows = list(csv.DictReader(open(Path(summary["run_dir"]) / "logs" / "metrics.csv")))
+    logged = {k for r in rows for k, v in r.items() if v}
+    assert {"spcl/cluster_seconds", "spcl/empty_clusters", "spcl/min_cluster_size", "spcl/max_cluster_size",
+            "spcl/tp_similarity", "spcl/fn_similarity", "train/metric_epoch", "train/prototype_epoch"} <= logged
+    assert sum(bool(r.get("spcl/cluster_seconds")) for r in rows) == 2
