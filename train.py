@@ -63,6 +63,8 @@ def _print_summary(summary: dict) -> None:
     if summary.get("knn_top1") is not None:
         lines.append(f"kNN top-1 (trained):     {summary['knn_top1']:6.2f}%   after {summary['epochs']} epochs, {summary['train_seconds']} s")
     lines.append(f"last checkpoint:    {summary['last_checkpoint']}")
+    if summary.get("curves_png"):
+        lines.append(f"training curves:    {summary['curves_png']}")
     print("\n" + "\n".join(lines))
 
 

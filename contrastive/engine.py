@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,18 +22,26 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from contrastive.backbones import check_input_size
-from contrastive.checkpoint import AtomicCheckpointIO, find_latest_checkpoint, load_checkpoint
+from contrastive.checkpoint import (SIGTERM_EXIT_CODE, AtomicCheckpointIO, SaveOnSigterm, check_checkpoint_fits,
+                                    find_latest_checkpoint, load_checkpoint, remove_stale_temp_files)
 from contrastive.config import import_plugins, load_builtin_methods, to_yaml
 from contrastive.data import DatasetSplits, build_dataset
 from contrastive.data.module import ArrayDataModule
 from contrastive.errors import ConfigError
 from contrastive.method import DataInfo, Method
 from contrastive.optim import validate_optim_config
+from contrastive.plots import plot_training_curves
 from contrastive.registry import BACKBONES, DATASETS, METHODS
 
 log = logging.getLogger("contrastive")
+
+# Method overrides both batch-transfer hooks on purpose (per-step seed, on-device views)
+# and the datamodule defines neither, so Lightning's "overridden ... but passed a
+# LightningDataModule" warnings do not apply.
+warnings.filterwarnings("ignore", message=r".*You have overridden `on_(before|after)_batch_transfer` in `LightningModule`.*")
 
 NONFINITE_POLICIES = ("error", "skip", "off")
 
@@ -83,6 +92,8 @@ def resolve_resume(cfg: DictConfig) -> Optional[Path]:
 def _make_run_dir(cfg: DictConfig, resume_from: Optional[Path]) -> Path:
     if resume_from is not None and resume_from.parent.name == "checkpoints":
         run_dir = resume_from.parent.parent
+    elif os.environ.get("CONTRASTIVE_RUN_DIR") and os.environ.get("LOCAL_RANK", "0") != "0":
+        run_dir = Path(os.environ["CONTRASTIVE_RUN_DIR"])  # a DDP process Lightning started: rank 0's folder
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         run_dir = Path(cfg.output_dir) / str(cfg.run_name) / stamp
@@ -102,7 +113,8 @@ def prepare_run(cfg: DictConfig) -> Run:
     Raises:
         ContrastiveError: On any bad input, with a one-line message.
     """
-    import_plugins(cfg.plugins)
+    # Installed entry points load only when the run names them (method, backbone or dataset).
+    import_plugins(cfg.plugins, names=(cfg.method.name, cfg.backbone.name, cfg.dataset.name))
     load_builtin_methods()
     validate_config(cfg)
     resume_from = resolve_resume(cfg)
@@ -120,7 +132,12 @@ def prepare_run(cfg: DictConfig) -> Run:
     method_cls.validate_config(cfg, data)
     model = method_cls(cfg, data)
     check_input_size(model.backbone, *model.input_size())
+    if resume_from is not None:  # another backbone/width: one error line now, not a size-mismatch traceback later
+        check_checkpoint_fits(load_checkpoint(resume_from), model, resume_from)
     run_dir = _make_run_dir(cfg, resume_from)
+    if resume_from is not None:
+        for name in remove_stale_temp_files(run_dir / "checkpoints"):
+            log.info("removed %s, left by a run killed while saving", name)
     return Run(cfg, model, splits, run_dir, resume_from)
 
 
@@ -138,6 +155,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> pl.Traine
     callbacks = [
         # last.ckpt after every epoch: what resume=auto continues from.
         ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_on_train_epoch_end=True, enable_version_counter=False),
+        SaveOnSigterm(ckpt_dir / "last.ckpt"),  # pre-emption: save mid-epoch, exit with status 143
         LearningRateMonitor(logging_interval="step"),
     ]
     if cfg.knn.enabled:
@@ -172,13 +190,20 @@ def fit(run: Run) -> Dict[str, Any]:
                                  data_on_device=str(cfg.trainer.get("data_on_device", "auto")))
     summary: Dict[str, Any] = {"run_dir": str(run.run_dir), "method": cfg.method.name}
     trainer = build_trainer(cfg, run.run_dir)
+    os.environ["CONTRASTIVE_RUN_DIR"] = str(run.run_dir)  # inherited by the DDP processes Lightning starts
     if cfg.knn.enabled and cfg.knn.random_init_baseline and run.resume_from is None:
         probe = build_trainer(cfg, run.run_dir, logger=False, callbacks=[], enable_progress_bar=False)
         summary["knn_top1_random_init"] = _knn(probe, model, datamodule)
         if trainer.is_global_zero:
             log.info("kNN top-1 at random initialisation: %.2f%%", summary["knn_top1_random_init"])
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(run.resume_from) if run.resume_from else None)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(run.resume_from) if run.resume_from else None)
+    except SIGTERMException:
+        log.warning("stopped by SIGTERM; checkpoint %s", run.run_dir / "checkpoints" / "last.ckpt")
+        raise SystemExit(SIGTERM_EXIT_CODE) from None
+    finally:
+        os.environ.pop("CONTRASTIVE_RUN_DIR", None)
     summary["train_seconds"] = round(time.perf_counter() - start, 1)
     summary["epochs"] = int(trainer.current_epoch)
     if cfg.knn.enabled:
@@ -188,5 +213,8 @@ def fit(run: Run) -> Dict[str, Any]:
             summary["knn_top1"] = float(trainer.callback_metrics["knn_top1"])
     summary["last_checkpoint"] = str(run.run_dir / "checkpoints" / "last.ckpt")
     if trainer.is_global_zero:
+        metrics_csv = run.run_dir / "logs" / "metrics.csv"
+        if metrics_csv.is_file():  # loss, learning rate and kNN curves: one look says whether it learned
+            summary["curves_png"] = str(plot_training_curves(metrics_csv, run.run_dir / "curves.png"))
         (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

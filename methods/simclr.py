@@ -4,9 +4,11 @@ Chen, Kornblith, Norouzi, Hinton, ICML 2020 (https://arxiv.org/abs/2002.05709).
 
 Two strongly augmented views of every image pass through the backbone and an MLP
 projection head; the NT-Xent loss makes the two views of an image agree against
-the ``2(N-1)`` other views of the (global, under DDP) batch. The paper's recipe:
-LARS, lr = 0.3 x batch/256, 10 warm-up epochs then cosine decay, weight decay 1e-6,
-temperature 0.5 on CIFAR (configs/method/simclr.yaml).
+the ``2(N-1)`` other views of the (global, under DDP) batch. The paper's recipe
+(configs/method/simclr.yaml): LARS with lr = 0.075 x sqrt(batch) (its Appendix B.1
+rule for small batches and short schedules; ``optimizer.lr=0.3
+optimizer.lr_scaling=linear`` is the large-batch 0.3 x batch/256), 10 warm-up epochs
+then cosine decay, weight decay 1e-6, temperature 0.5 on CIFAR.
 """
 
 from __future__ import annotations

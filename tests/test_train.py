@@ -25,6 +25,7 @@ def test_simclr_end_to_end_beats_random_init(fast_overrides):
     losses = [float(r["train_loss_epoch"]) for r in csv.DictReader(open(f"{run_dir}/logs/metrics.csv")) if r["train_loss_epoch"]]
     assert len(losses) == 5 and losses[-1] < losses[0] - 0.2
     assert summary["knn_top1"] > summary["knn_top1_random_init"] + 2
+    assert summary["curves_png"].endswith("curves.png") and open(summary["curves_png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     saved = json.loads(open(f"{run_dir}/summary.json").read())
     assert saved["knn_top1"] == summary["knn_top1"]
     ckpt = load_checkpoint(summary["last_checkpoint"], expected_method="simclr")
