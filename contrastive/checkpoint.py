@@ -9,16 +9,25 @@ Everything in it is a tensor or a plain container, so it loads with
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from contrastive.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+#: Exit status of a run stopped by SIGTERM after saving (128 + signal 15, as a shell reports it).
+SIGTERM_EXIT_CODE = 143
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -45,6 +54,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location=map_location or "cpu")
 
 
+class SaveOnSigterm(pl.Callback):
+    """On SIGTERM (a pre-empted or timed-out SLURM job, ``kill``, ``docker stop``) save
+    ``last.ckpt`` and let the run exit.
+
+    Lightning's signal connector turns SIGTERM into a flag; after the current training
+    batch (optimizer step done) its loops raise ``SIGTERMException`` on every process
+    (under DDP rank 0's flag is broadcast). This callback catches that exception in
+    ``on_exception`` and writes a checkpoint holding the loop position within the epoch;
+    with :class:`~contrastive.data.resume.ResumableLoader` and the per-step augmentation
+    seed, ``resume=auto`` then continues from the next batch exactly.
+
+    Args:
+        path: Where to write (the run's ``checkpoints/last.ckpt``).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.saved = False
+
+    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or self.saved:
+            return
+        trainer.save_checkpoint(self.path)  # collective under DDP; rank 0 writes (atomically)
+        self.saved = True
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        if trainer.is_global_zero:
+            log.warning("SIGTERM: saved %s at epoch %d after %d batch(es) of it (step %d); continue with resume=auto",
+                        self.path, trainer.current_epoch, done, trainer.global_step)
+
+
 def load_checkpoint(path, map_location: Any = "cpu", expected_method: Optional[str] = None) -> Dict[str, Any]:
     """Load and check a checkpoint written by this project.
 
@@ -62,8 +101,17 @@ def load_checkpoint(path, map_location: Any = "cpu", expected_method: Optional[s
         raise CheckpointError(f"checkpoint '{path}' is a folder, not a .ckpt file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head:
+        raise CheckpointError(f"checkpoint '{path}' is corrupt or not a checkpoint file (it is empty)")
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive; old files are a pickle
+        raise CheckpointError(f"checkpoint '{path}' is corrupt or not a checkpoint file (it starts with {head!r}, "
+                              "not the zip archive torch.save writes)")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all, in one line
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         # weights_only=True refused it: pickled code or objects other than tensors and containers.
         refused = re.search(r"(Unsupported global: GLOBAL [\w.]+|unsupported GLOBAL [\w.]+|Unsupported operand \d+)", str(err))

@@ -30,6 +30,7 @@ from contrastive.checkpoint import (SIGTERM_EXIT_CODE, AtomicCheckpointIO, SaveO
 from contrastive.config import import_plugins, load_builtin_methods, to_yaml
 from contrastive.data import DatasetSplits, build_dataset
 from contrastive.data.module import ArrayDataModule
+from contrastive.data.resume import RestoreBatchPosition
 from contrastive.errors import ConfigError
 from contrastive.method import DataInfo, Method
 from contrastive.optim import validate_optim_config
@@ -38,10 +39,16 @@ from contrastive.registry import BACKBONES, DATASETS, METHODS
 
 log = logging.getLogger("contrastive")
 
-# Method overrides both batch-transfer hooks on purpose (per-step seed, on-device views)
-# and the datamodule defines neither, so Lightning's "overridden ... but passed a
-# LightningDataModule" warnings do not apply.
-warnings.filterwarnings("ignore", message=r".*You have overridden `on_(before|after)_batch_transfer` in `LightningModule`.*")
+
+def _ignore_hook_warnings() -> None:
+    """Method overrides both batch-transfer hooks on purpose (per-step seed, on-device views)
+    and the datamodule defines neither, so Lightning's "overridden ... but passed a
+    LightningDataModule" warnings do not apply. Also called per trainer: pytest and other
+    ``warnings.catch_warnings`` users drop filters added inside them."""
+    warnings.filterwarnings("ignore", message=r".*You have overridden `on_(before|after)_batch_transfer` in `LightningModule`.*")
+
+
+_ignore_hook_warnings()
 
 NONFINITE_POLICIES = ("error", "skip", "off")
 
@@ -150,12 +157,14 @@ def _precision(cfg: DictConfig) -> str:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> pl.Trainer:
     """The Lightning trainer of a run: loggers, checkpoints (last + best kNN), progress bar."""
+    _ignore_hook_warnings()
     t = cfg.trainer
     ckpt_dir = run_dir / "checkpoints"
     callbacks = [
         # last.ckpt after every epoch: what resume=auto continues from.
         ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_on_train_epoch_end=True, enable_version_counter=False),
         SaveOnSigterm(ckpt_dir / "last.ckpt"),  # pre-emption: save mid-epoch, exit with status 143
+        RestoreBatchPosition(),  # resume mid-epoch at the next batch (contrastive/data/resume.py)
         LearningRateMonitor(logging_interval="step"),
     ]
     if cfg.knn.enabled:

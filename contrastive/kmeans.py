@@ -64,3 +64,28 @@ def cluster_stats(assignments: torch.Tensor, k: int, tiny: int = 2) -> Dict[str,
         "max_cluster_size": float(sizes.max()),
         "mean_cluster_size": float(sizes.float().mean()),
     }
+
+
+def align_labels(new: torch.Tensor, old: torch.Tensor, k: int) -> torch.Tensor:
+    """Rename the clusters of ``new`` so they overlap most with those of ``old``.
+
+    k-means numbers its clusters arbitrarily, so without this a prototype head trained
+    on last epoch's cluster ids would face a random permutation of them after every
+    re-clustering. The renaming is the maximum-overlap one-to-one matching (Hungarian
+    algorithm on the ``[k, k]`` overlap matrix); the partition itself is unchanged.
+
+    Args:
+        new, old: int64 ``[N]`` assignments in ``[0, k)``.
+        k: Number of clusters.
+
+    Returns:
+        int64 ``[N]``: ``perm[new]`` for the best permutation ``perm``.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    overlap = torch.zeros(k, k, dtype=torch.long)  # [k_new, k_old]
+    overlap.index_put_((new.cpu(), old.cpu()), torch.ones_like(new.cpu()), accumulate=True)
+    rows, cols = linear_sum_assignment(overlap.numpy(), maximize=True)
+    perm = torch.empty(k, dtype=torch.long)
+    perm[torch.from_numpy(rows)] = torch.from_numpy(cols).long()
+    return perm[new.cpu()]

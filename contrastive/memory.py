@@ -2,12 +2,17 @@
 
 :class:`FeatureBank` keeps one feature vector per training image (SimCLIC's history
 representation; reusable for any method that needs "what this sample looked like
-earlier"). Its tensors are registered buffers, so they move with the model to the
-training device, are saved in every checkpoint and are restored exactly on resume.
+earlier").
 
-Under DDP every process must call :meth:`FeatureBank.update` with the *gathered*
-indices and features of the global batch (``LightningModule.all_gather``), so that all
-copies of the bank stay identical; :meth:`FeatureBank.lookup` is then local.
+Under DDP every process calls :meth:`FeatureBank.update` with the *gathered* indices
+and features of the global batch (``LightningModule.all_gather``), so all copies of the
+bank stay identical and :meth:`FeatureBank.lookup` is local. For that reason the bank
+is deliberately *not* a registered buffer: DDP broadcasts every buffer from rank 0
+before each forward (``broadcast_buffers=True``, Lightning's default), which for a
+bank of ``num_train x D`` floats (100,000 x 512 x 4 B = 205 MB on Tiny ImageNet) would
+cost a redundant broadcast every step. It is still part of ``state_dict()`` (keys
+``<prefix>features`` and ``<prefix>filled``), so checkpoints hold it and a resumed run
+continues with the exact bank; it follows the device of the tensors it is given.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from typing import Tuple
 import torch
 from torch import nn
 
+_KEYS = ("features", "filled")
+
 
 class FeatureBank(nn.Module):
-    """A ``[size, dim]`` float32 bank of features plus a ``filled`` mask.
+    """A ``[size, dim]`` float32 bank of features plus a ``filled [size]`` bool mask.
 
     Args:
         size: Number of samples (the training set size); valid indices are ``0..size-1``.
@@ -37,12 +44,17 @@ class FeatureBank(nn.Module):
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"FeatureBank momentum must be in [0, 1), got {momentum}")
         self.momentum = float(momentum)
-        self.register_buffer("features", torch.zeros(size, dim))
-        self.register_buffer("filled", torch.zeros(size, dtype=torch.bool))
+        self.features = torch.zeros(size, dim)  # [N, D] float32, plain attribute (see module doc)
+        self.filled = torch.zeros(size, dtype=torch.bool)  # [N]
 
     @property
     def size(self) -> int:
         return int(self.features.shape[0])
+
+    def _to(self, device: torch.device) -> None:
+        """Follow the device of the training tensors (``model.to`` does not move the bank)."""
+        if self.features.device != device:
+            self.features, self.filled = self.features.to(device), self.filled.to(device)
 
     def _index(self, indices: torch.Tensor) -> torch.Tensor:
         idx = torch.as_tensor(indices, device=self.features.device).long().flatten()
@@ -58,19 +70,44 @@ class FeatureBank(nn.Module):
 
         Indices should be unique within one call (with duplicates, one of the rows wins).
         """
+        self._to(features.device)
         idx = self._index(indices)
-        new = features.detach().to(self.features.dtype).reshape(len(idx), -1)
+        new = features.detach().to(self.features.dtype).reshape(len(idx), -1)  # [B, D]
         if self.momentum > 0:
-            seen = self.filled[idx].unsqueeze(1)
+            seen = self.filled[idx].unsqueeze(1)  # [B, 1]
             new = torch.where(seen, self.momentum * self.features[idx] + (1.0 - self.momentum) * new, new)
         self.features.index_copy_(0, idx, new)
         self.filled[idx] = True
 
     def lookup(self, indices: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(features [B, dim], filled [B] bool)`` for sample ``indices``; rows of samples
-        never stored are zeros and ``filled`` is False for them (the caller picks a fallback)."""
+        """``(features [B, dim], filled [B] bool)`` for sample ``indices [B]``, on the device of
+        ``indices``; rows of samples never stored are zeros and ``filled`` is False for them
+        (the caller picks a fallback)."""
+        if isinstance(indices, torch.Tensor):
+            self._to(indices.device)
         idx = self._index(indices)
         return self.features[idx], self.filled[idx]
+
+    # ---------------------------------------------------------------- checkpointing
+    # state_dict() hooks of nn.Module, overridden because the tensors are not buffers.
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        for key in _KEYS:
+            value = getattr(self, key)
+            destination[prefix + key] = value if keep_vars else value.detach()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys, error_msgs) -> None:
+        for key in _KEYS:
+            name, own = prefix + key, getattr(self, key)
+            if name not in state_dict:
+                missing_keys.append(name)
+                continue
+            value = state_dict[name]
+            if tuple(value.shape) != tuple(own.shape):
+                error_msgs.append(f"size mismatch for {name}: copying a param with shape {tuple(value.shape)} "
+                                  f"from checkpoint, the shape in current model is {tuple(own.shape)}.")
+                continue
+            setattr(self, key, value.detach().to(device=own.device, dtype=own.dtype).clone())
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.features.shape[1]}, momentum={self.momentum}"

@@ -20,12 +20,31 @@ the encoder's representation ``h``::
              to the representation's scale.
     none     no perturbation: the plain two-view siamese baseline (SimSiam).
 
-With ``num_views=2`` (default) each view's prediction is compared with the target built
-from the *other* view's representation and the loss is symmetrised; with ``num_views=1``
-the perturbation is the only difference between the branches. Ablation switches of the
-paper's tables: ``predictor`` (none | linear | mlp2), ``stop_gradient``, ``loss``
-(cosine | cross_entropy). The collapse monitor ``train/output_std`` (std of the
-L2-normalised projections, ~1/sqrt(d) when healthy, -> 0 on collapse) is logged every epoch.
+Views (``method.num_views``): with ``2`` (the default) the input is augmented twice, each
+view's prediction is compared with the target built from the *other* view's perturbed
+representation, and the loss is symmetrised (lightly's ``NegativeCosineSimilarity`` on
+both pairs, averaged); with ``1`` the perturbation is the only difference between the
+branches. Two views are the default because the perturbation acts on ``h`` *after* the
+encoder: with one view and ``dropout``/``noise`` both branches share the same crop, so
+the loss can be met by the projector/predictor undoing the perturbation while the encoder
+gets no signal to map different augmentations of an image together (the invariance the
+kNN/linear evaluation rewards); ``history`` with one view still compares different
+augmentations, but only across epochs. ``num_views=1`` halves the encoder cost per step
+and is kept for the ablation (``benchmarks/RESULTS_simclic.md`` has the measured effect).
+
+Ablation switches of the paper's tables: ``predictor`` (none | linear | mlp2),
+``stop_gradient``, ``loss`` (cosine | cross_entropy). The collapse monitor
+``train/output_std`` (std over the batch of the L2-normalised projections ``z``, averaged
+over dimensions: ~1/sqrt(d) when healthy, -> 0 on collapse; SimSiam Fig. 2) is logged
+every epoch, next to the base class's kNN monitor.
+
+Bad input (``validate_config``, before training): unknown perturbation/predictor/loss,
+``dropout_p`` outside [0, 1), ``noise_sigma < 0``, ``history_momentum`` outside [0, 1),
+and ``history`` without a training-set size to size the bank by (``num_train < 1``).
+Every dataset of this package is served as ``(images, labels, indices)`` batches
+(``IndexedBatches``), so ``history`` always has its sample indices there; a batch without
+integer indices of the right length (a custom loop or data module) is rejected with a
+``ConfigError`` at the first step, before any weight is updated.
 """
 
 from __future__ import annotations

@@ -4,12 +4,15 @@ Mo, Sun, Li, 2022 (https://arxiv.org/abs/2208.08819). NT-Xent pushes apart every
 other image of the batch, including those of the anchor's class (false negatives).
 SPCL groups the data into prototypes and adds two prototype-level terms:
 
-1. **Clustering** at the start of every epoch: the whole training set is embedded
-   (backbone representation, one un-augmented view by default, eval mode, no grad),
+1. **Clustering** at the start of every epoch (from ``method.cluster.start_epoch``; before
+   it, random batches and NT-Xent only): the whole training set is embedded (one
+   SimCLR view by default, projection space by default, eval mode, no grad, batched),
    L2-normalised and clustered by faiss k-means into ``K`` prototypes
-   (``method.num_prototypes``; a list trains one prototype head per K, as PCL).
+   (``method.num_prototypes``; a list trains one prototype head per K, as PCL). Cluster
+   ids are matched to the previous epoch's so the prototype heads keep their targets.
    Under DDP every rank embeds a shard, rank 0 clusters the gathered features and
-   broadcasts the assignments. They live in a buffer, so checkpoints hold them.
+   broadcasts the assignments (:meth:`SPCL.cluster_train_set`). They live in a buffer,
+   so checkpoints hold them.
 2. **Prototype-aware batches** (Sec. 3.2): ``anchor_fraction`` of a batch comes from
    one anchor prototype, the rest from other prototypes
    (:class:`~contrastive.data.prototype_sampler.PrototypeBatchSampler`).
@@ -41,7 +44,7 @@ from torch import nn
 from contrastive.data.base import shard_indices
 from contrastive.data.prototype_sampler import PrototypeBatchSampler
 from contrastive.errors import ConfigError
-from contrastive.kmeans import cluster_stats, kmeans
+from contrastive.kmeans import align_labels, cluster_stats, kmeans
 from contrastive.losses import siamese_pairs, symmetric_cross_entropy, tp_fn_similarity
 from contrastive.method import DataInfo, Method, _gather_padded, check_batch_size
 from contrastive.registry import METHODS
@@ -109,6 +112,13 @@ class SPCL(Method):
             raise ConfigError(f"method.anchor_fraction must be in [0, 1], got {m.anchor_fraction}")
         if m.cluster.view not in ("eval", "augment"):
             raise ConfigError(f"method.cluster.view='{m.cluster.view}' is not valid; choose one of eval, augment")
+        if m.cluster.space not in ("projection", "representation"):
+            raise ConfigError(f"method.cluster.space='{m.cluster.space}' is not valid; choose one of projection, representation")
+        if int(m.cluster.start_epoch) < 0:
+            raise ConfigError(f"method.cluster.start_epoch must be >= 0, got {m.cluster.start_epoch}")
+        if int(m.cluster.start_epoch) > 0 and float(m.weights.contrastive) == 0:
+            raise ConfigError(f"method.cluster.start_epoch={m.cluster.start_epoch} needs method.weights.contrastive > 0: "
+                              "before the first clustering NT-Xent is the only loss")
         if int(m.cluster.niter) < 1 or int(m.cluster.batch_size) < 1:
             raise ConfigError(f"method.cluster.niter and batch_size must be >= 1, got {m.cluster.niter}, {m.cluster.batch_size}")
         if not float(m.sce.A) < 0 or float(m.sce.alpha) < 0 or float(m.sce.beta) < 0:
@@ -131,54 +141,76 @@ class SPCL(Method):
         return lambda n, bs, seed, rank, world: PrototypeBatchSampler(n, bs, seed, rank, world, current, fraction)
 
     def on_train_epoch_start(self) -> None:
+        """Re-cluster the training set (from epoch ``method.cluster.start_epoch`` on).
+
+        Lightning does not call this hook when it resumes in the middle of an epoch, so
+        a resumed epoch keeps the checkpoint's assignments (the ones it started with)."""
         super().on_train_epoch_start()  # re-seeds the augmentation RNG
-        if not self.uses_prototypes:
-            return
+        if not self.uses_prototypes or self.current_epoch < int(self.cfg.method.cluster.start_epoch):
+            return  # before the first clustering: assignments stay -1, batches random, NT-Xent only
         train = self.trainer.datamodule.splits.train
         if self.cfg.method.prototypes == "ground_truth":
             self.assignments.copy_(train.labels.to(self.device).expand_as(self.assignments))
             return
         start = time.perf_counter()
-        features = self.train_features(train.images)  # [N, D] on every rank
-        embedded = time.perf_counter()
-        c = self.cfg.method.cluster
-        assignments = None
-        if self.trainer.is_global_zero:
-            seed = int(self.cfg.seed) * 1009 + self.current_epoch
-            assignments = torch.stack([kmeans(features, k, int(c.niter), seed, int(c.max_points_per_centroid))[0] for k in self.ks])
-        if self.trainer.world_size > 1:
-            assignments = self.trainer.strategy.broadcast(assignments, src=0)
+        assignments, stats = self.cluster_train_set(train.images)
         self.assignments.copy_(assignments.to(self.device))
-        stats = [cluster_stats(a, k) for a, k in zip(self.assignments, self.ks)]
-        summary = {
-            "embed_seconds": embedded - start, "cluster_seconds": time.perf_counter() - embedded, "empty_clusters": sum(s["empty_clusters"] for s in stats),
-            "tiny_clusters": sum(s["tiny_clusters"] for s in stats),
-            "min_cluster_size": min(s["min_cluster_size"] for s in stats), "max_cluster_size": max(s["max_cluster_size"] for s in stats),
-        }
-        self.log_dict({f"spcl/{k}": float(v) for k, v in summary.items()}, on_step=False, on_epoch=True, sync_dist=False)
-        log.info("epoch %d: clustered %d samples into K=%s: %s", self.current_epoch, len(features), self.ks, summary)
+        stats["cluster_seconds"] = time.perf_counter() - start - stats["embed_seconds"]
+        self.log_dict({f"spcl/{k}": float(v) for k, v in stats.items()}, on_step=False, on_epoch=True, sync_dist=False)
+        log.info("epoch %d: clustered %d samples into K=%s: %s", self.current_epoch, len(train), self.ks, stats)
+
+    def cluster_train_set(self, images: torch.Tensor):
+        """Prototype of every training sample, the same on every process.
+
+        Every rank embeds its shard; the features are all-gathered, rank 0 alone runs
+        faiss k-means (one run per K), relabels the clusters to overlap most with the
+        previous epoch's (so the prototype heads keep their meaning), and broadcasts the
+        assignments. Returns ``(int64 [num_K, N] on the CPU, statistics dict)``; the
+        statistics (embedding time, cluster sizes of the first K, agreement with the
+        previous epoch) are computed on rank 0 and broadcast with the assignments."""
+        start = time.perf_counter()
+        features = self.train_features(images)  # [N, D], dataset order, on every rank
+        embed_seconds, payload = time.perf_counter() - start, None
+        if self.trainer.is_global_zero:
+            c = self.cfg.method.cluster
+            seed = int(self.cfg.seed) * 1009 + self.current_epoch
+            previous = self.assignments.cpu()  # [num_K, N]; -1 before the first clustering
+            rows = []
+            for k, old in zip(self.ks, previous):
+                new = kmeans(features, k, int(c.niter), seed, int(c.max_points_per_centroid))[0]  # [N]
+                rows.append(align_labels(new, old, k) if bool((old >= 0).all()) else new)
+            assignments = torch.stack(rows)  # [num_K, N]
+            stats = {"embed_seconds": embed_seconds, **cluster_stats(assignments[0], self.ks[0])}
+            if bool((previous >= 0).all()):
+                stats["kept_prototype"] = float((assignments == previous).float().mean())
+            payload = (assignments, stats)
+        if self.trainer.world_size > 1:
+            payload = self.trainer.strategy.broadcast(payload, src=0)
+        return payload
 
     @torch.no_grad()
     def train_features(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised representations of uint8 ``images [N,3,H,W]`` (this rank embeds its shard;
-        all ranks get all ``[N, D]`` in dataset order)."""
+        """L2-normalised embeddings of uint8 ``images [N,3,H,W]`` in ``method.cluster.space``
+        (this rank embeds its shard; all ranks get all ``[N, D]`` in dataset order)."""
         rank, world = self.trainer.global_rank, self.trainer.world_size
         shard = shard_indices(len(images), rank, world)
-        transform = self.eval_transform if self.cfg.method.cluster.view == "eval" else self.augment
+        c = self.cfg.method.cluster
+        transform = self.eval_transform if c.view == "eval" else self.augment
+        embed = self.project if c.space == "projection" else self.backbone
         was_training, parts = self.training, []
         self.eval()  # BatchNorm uses (and does not update) its running statistics
         try:
             with self.trainer.precision_plugin.forward_context():
-                for chunk in shard.split(int(self.cfg.method.cluster.batch_size)):
-                    x = self._to_memory_format(transform(images[chunk].to(self.device, non_blocking=True)))
-                    parts.append(F.normalize(self.backbone(x).float(), dim=1))
+                for chunk in shard.split(int(c.batch_size)):
+                    x = self._to_memory_format(transform(images[chunk.to(images.device)].to(self.device, non_blocking=True)))
+                    parts.append(F.normalize(embed(x).float(), dim=1))  # [b, D]
         finally:
             self.train(was_training)
         features = torch.cat(parts)  # [N_rank, D]
         if world > 1:
             index = shard.to(self.device)
             features, _, index = _gather_padded(self, features, index, index)
-            features = features[index.argsort()]
+            features = features[index.argsort()]  # [N, D]
         return features
 
     # ------------------------------------------------------------------ losses

@@ -1,6 +1,8 @@
 """SPCL (issue 5): k-means, prototype-aware batches, its losses, bad input and training runs."""
 
+import contextlib
 import csv
+import functools
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -8,13 +10,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
+import methods.spcl as spcl_module
 import train
 from contrastive.config import load_config
 from contrastive.data.base import ImageArray, RandomBatchSampler
 from contrastive.data.prototype_sampler import PrototypeBatchSampler
 from contrastive.errors import ConfigError
-from contrastive.kmeans import cluster_stats, kmeans
+from contrastive.kmeans import align_labels, cluster_stats, kmeans
 from contrastive.losses import siamese_pairs, symmetric_cross_entropy, tp_fn_similarity
 from contrastive.method import DataInfo
 from tests.conftest import FAST
@@ -28,15 +32,34 @@ def _blobs(n_per=60, centers=4, dim=16, seed=0):
 
 
 DATA = DataInfo(num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, num_train=512)
+DATA_SMALL = DataInfo(num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, num_train=40)
+#: Small heads and encoder: a step in well under a second on 2 shared cores.
+SMALL_HEADS = ["backbone.kwargs.width=4", "method.projection.hidden_dim=64", "method.projection.output_dim=32",
+               "method.metric_hidden_dim=32"]
+#: Two epochs of 2 steps on 64 images, no kNN pass: what a re-clustering test needs and no more.
+TINY_RUN = FAST + ["dataset.num_train=64", "dataset.num_val=32", "batch_size=32", "knn.enabled=false",
+                   "knn.random_init_baseline=false"]
+
+
+@functools.lru_cache(maxsize=None)
+def _base_config():
+    return load_config(FAST + ["method=spcl"])
 
 
 def _spcl(overrides=(), data=DATA):
-    """A validated SPCL model on FAST settings, without generating the dataset."""
+    """A validated SPCL model on FAST settings, without generating the dataset. Value overrides
+    are merged into one composed config (composing per test costs ~0.25 s CPU each)."""
     from methods.spcl import SPCL
 
-    cfg = load_config(FAST + ["method=spcl", *overrides])
+    cfg = OmegaConf.merge(_base_config(), OmegaConf.from_dotlist(list(overrides)))
     SPCL.validate_config(cfg, data)
     return SPCL(cfg, data)
+
+
+def _views(model, n=16):
+    """Two (un-augmented) float views of ``n`` random images: loss tests need no augmentation."""
+    x = model.eval_transform(_images(n))  # [n, 3, 32, 32]
+    return [x, x.flip(3)]
 
 
 def _images(n=16, seed=0):
@@ -139,13 +162,27 @@ def test_one_training_step_with_two_prototype_heads_and_symmetric_ce():
     model = _spcl(["method.num_prototypes=[4,8]", "method.symmetric_ce=true"])
     assert [h.out_features for h in model.prototype_heads] == [4, 8]
     model.assignments.copy_(torch.stack([torch.arange(512) % 4, torch.arange(512) % 8]))
-    views = [model.augment(_images()) for _ in range(2)]
-    losses = model.training_losses(views, None, torch.arange(16))
+    losses = model.training_losses(_views(model), None, torch.arange(16))
     assert set(losses) == {"contrastive", "metric", "prototype", "loss"}
     assert torch.allclose(losses["loss"], losses["contrastive"] + losses["metric"] + losses["prototype"])
     losses["loss"].backward()
     for module in (model.backbone, model.projection_head, model.metric_head, *model.prototype_heads):
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
+
+
+def test_metric_loss_is_bce_of_the_pair_head_on_hand_built_prototypes():
+    model = _spcl(SMALL_HEADS)
+    h0, h1 = torch.randn(6, model.backbone.feature_dim), torch.randn(6, model.backbone.feature_dim)  # [B, D]
+    protos = torch.tensor([0, 0, 1, 1, 1, 2])
+    torch.manual_seed(5)
+    loss = model.metric_loss(h0, h1, protos)
+    torch.manual_seed(5)
+    anchors, partners, labels = siamese_pairs(protos)
+    assert labels.tolist() == [1.0] * 6 + [0.0] * 6  # a same-prototype and an other-prototype partner per anchor
+    logits = model.metric_head((F.normalize(h0, dim=1)[anchors] - F.normalize(h1, dim=1)[partners]).abs()).squeeze(1)
+    p = logits.sigmoid()
+    expected = -(labels * p.log() + (1 - labels) * (1 - p).log()).mean()
+    assert torch.allclose(loss, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("zero", ["contrastive", "metric", "prototype"])
@@ -154,8 +191,7 @@ def test_zero_weight_removes_the_term_and_its_head(zero):
     head = {"contrastive": "projection_head", "metric": "metric_head", "prototype": "prototype_heads"}[zero]
     assert getattr(model, head, None) is None
     model.assignments.copy_(torch.arange(512) % 10)
-    images = _images(8)
-    losses = model.training_losses([model.augment(images), model.augment(images)], None, torch.arange(8))
+    losses = model.training_losses(_views(model, 8), None, torch.arange(8))
     assert zero not in losses and len(losses) == 3
     expected = sum(model.weights[k] * v for k, v in losses.items() if k != "loss")
     assert torch.allclose(losses["loss"], expected)
@@ -205,21 +241,62 @@ def test_ground_truth_prototypes_are_the_labels():
     assert torch.equal(model.assignments[0], labels)
 
 
-def test_two_epochs_recluster_at_every_epoch_start(tmp_path, monkeypatch):
-    import methods.spcl as spcl
+def test_cluster_train_set_embeds_everything_and_keeps_cluster_ids_across_epochs():
+    model = _spcl(["method.num_prototypes=[3,5]", "method.cluster.batch_size=7"] + SMALL_HEADS, DATA_SMALL)
+    images = _images(40)
+    model._trainer = SimpleNamespace(global_rank=0, world_size=1, is_global_zero=True, current_epoch=0,
+                                     precision_plugin=SimpleNamespace(forward_context=contextlib.nullcontext))
+    torch.manual_seed(0)  # the augmented views come from the global RNG (seeded per epoch in training)
+    assignments, stats = model.cluster_train_set(images)
+    assert assignments.shape == (2, 40) and assignments.min() >= 0 and int(assignments[1].max()) < 5
+    assert model.training and "kept_prototype" not in stats and stats["embed_seconds"] > 0
+    model.assignments.copy_(assignments)
+    torch.manual_seed(0)
+    again, stats = model.cluster_train_set(images)  # same weights, seed and views: the same partition and ids
+    assert torch.equal(again, assignments) and stats["kept_prototype"] == 1.0
 
-    calls, plans = [], []
-    real_kmeans, real_plan = spcl.kmeans, PrototypeBatchSampler.plan
-    monkeypatch.setattr(spcl, "kmeans", lambda x, k, *a: calls.append((len(x), k)) or real_kmeans(x, k, *a))
-    monkeypatch.setattr(PrototypeBatchSampler, "plan", lambda self, a: plans.append(real_plan(self, a)) or plans[-1])
-    summary = train.main(FAST + [f"output_dir={tmp_path}", "method=spcl", "method.num_prototypes=[6]", "knn.random_init_baseline=false"])
-    assert calls == [(512, 6), (512, 6)]  # once per epoch, on the whole training set
-    assert len(plans) == 2 and all(anchor >= 0 for plan in plans for anchor, _ in plan)  # prototype batches
-    assert summary["knn_top1"] is not None
+
+def test_align_labels_undoes_a_renaming_of_the_clusters():
+    old = torch.tensor([0, 0, 1, 1, 2, 2, 2, 3])
+    perm = torch.tensor([2, 3, 0, 1])
+    assert torch.equal(align_labels(perm[old], old, 4), old)
+    moved = torch.tensor([1, 1, 0, 0, 3, 3, 2, 2])  # cluster 3 of old split in two: best one-to-one match
+    assert align_labels(moved, old, 4).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_no_clustering_and_random_batches_before_start_epoch():
+    model = _spcl(["method.cluster.start_epoch=1"] + SMALL_HEADS, DATA_SMALL)
+    model._trainer = SimpleNamespace(global_rank=0, current_epoch=0)
+    model.on_train_epoch_start()  # would fail on the missing datamodule if it clustered
+    assert bool((model.assignments < 0).all())
+    sampler = model.batch_sampler_factory()(40, 8, 0, 0, 1)
+    reference = RandomBatchSampler(40, 8, 0)
+    assert list(sampler) == list(reference)
+    losses = model.training_losses(_views(model, 8), None, torch.arange(8))
+    assert set(losses) == {"contrastive", "loss"}  # prototype terms wait for the first clustering
+    with pytest.raises(ConfigError, match="start_epoch=1 needs method.weights.contrastive > 0"):
+        _spcl(["method.cluster.start_epoch=1", "method.weights.contrastive=0"])
+
+
+def test_two_epochs_recluster_at_every_epoch_start(tmp_path, monkeypatch):
+    from methods.spcl import SPCL
+
+    clustered, drawn, calls = [], [], []
+    real_cluster, real_plan, real_kmeans = SPCL.cluster_train_set, PrototypeBatchSampler.plan, spcl_module.kmeans
+    monkeypatch.setattr(spcl_module, "kmeans", lambda x, k, *a: calls.append(tuple(x.shape)) or real_kmeans(x, k, *a))
+    monkeypatch.setattr(SPCL, "cluster_train_set", lambda self, x: clustered.append(real_cluster(self, x)) or clustered[-1])
+    monkeypatch.setattr(PrototypeBatchSampler, "plan", lambda self, a: drawn.append(a.clone()) or real_plan(self, a))
+    overrides = TINY_RUN + [f"output_dir={tmp_path}", "method=spcl", "method.num_prototypes=[6]"] + SMALL_HEADS
+    summary = train.main(overrides)
+    assert calls == [(64, 32), (64, 32)]  # once per epoch, on the whole training set, in the 32-d projection space
+    # Each epoch's batches are drawn from the prototypes of that epoch's clustering (clustering comes first).
+    assert len(drawn) == 2 and all(torch.equal(d, c[0][0]) for d, c in zip(drawn, clustered))
+    assert "kept_prototype" in clustered[1][1]
     state = torch.load(summary["last_checkpoint"], weights_only=True)["state_dict"]
-    assert state["assignments"].shape == (1, 512) and 0 <= state["assignments"].min() and state["assignments"].max() < 6
+    assert torch.equal(state["assignments"], clustered[1][0])  # checkpoints hold the last assignments
     rows = list(csv.DictReader(open(Path(summary["run_dir"]) / "logs" / "metrics.csv")))
     logged = {k for r in rows for k, v in r.items() if v}
-    assert {"spcl/cluster_seconds", "spcl/empty_clusters", "spcl/min_cluster_size", "spcl/max_cluster_size",
-            "spcl/tp_similarity", "spcl/fn_similarity", "train/metric_epoch", "train/prototype_epoch"} <= logged
-    assert sum(bool(r.get("spcl/cluster_seconds")) for r in rows) == 2
+    assert {"spcl/cluster_seconds", "spcl/embed_seconds", "spcl/empty_clusters", "spcl/tiny_clusters", "spcl/min_cluster_size",
+            "spcl/max_cluster_size", "spcl/kept_prototype", "spcl/tp_similarity", "spcl/fn_similarity",
+            "train/contrastive_epoch", "train/metric_epoch", "train/prototype_epoch"} <= logged
+    assert sum(bool(r.get("spcl/cluster_seconds")) for r in rows) == 2 and sum(bool(r.get("spcl/tp_similarity")) for r in rows) == 2

@@ -10,12 +10,20 @@ deterministic functions of (seed, epoch, rank), so the remaining batches are exa
 those the uninterrupted run would have drawn. Together with the per-batch seeding of
 the augmentation (``Method.on_before_batch_transfer``) this makes a run resumed from
 a mid-epoch checkpoint (written on SIGTERM) continue exactly.
+
+Lightning stores the loader state in the checkpoint but loads it back only into a
+loader built after the restore; ``Method.configure_optimizers`` reads
+``trainer.estimated_stepping_batches``, which builds the training loader before the
+restore, so Lightning never calls :meth:`ResumableLoader.load_state_dict`.
+:class:`RestoreBatchPosition` (a callback, in every run's trainer) hands it the saved
+state at ``on_train_start``, after the restore and before the first batch is drawn.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
+import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
 
@@ -85,3 +93,21 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.sampler.resume_at(int(state.get("epoch", 0)), int(state.get("batches_done", 0)))
+
+
+class RestoreBatchPosition(pl.Callback):
+    """Gives a :class:`ResumableLoader` the position saved in the checkpoint a run resumes
+    from (see the module docstring for why Lightning does not)."""
+
+    def __init__(self) -> None:
+        self._pending: Optional[list] = None
+
+    def on_load_checkpoint(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: Dict[str, Any]) -> None:
+        fit_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+        self._pending = fit_state.get("combined_loader") or None
+
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        states, self._pending = self._pending, None
+        loader = trainer.train_dataloader
+        if states and isinstance(loader, ResumableLoader):
+            loader.load_state_dict(states[0])
