@@ -34,6 +34,7 @@ USAGE = __doc__
 def _quiet_third_party() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # "could not load AVX2 ..." is not ours
 
 
 def main(argv: Optional[List[str]] = None) -> dict:

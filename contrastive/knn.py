@@ -56,9 +56,12 @@ def knn_scores(
         temperature: Softness of the vote weights.
         chunk_size: Queries per matmul, bounding memory to ``chunk_size x N``.
         backend: Neighbour search: ``torch`` (chunked matmul + topk, any device),
-            ``faiss`` (exact ``IndexFlatIP`` on CPU, ~20% faster than torch on CPU at
-            50k x 512, see ``benchmarks/bench_eval.py``) or ``auto`` (faiss for CPU
-            tensors when it is installed, torch otherwise).
+            ``faiss`` (exact ``IndexFlatIP`` on the CPU) or ``auto``: faiss for CPU tensors
+            when it is installed, torch otherwise. Why: ``benchmarks/bench_eval.py`` at
+            50k x 512 bank, 10k queries, k=200, 1 CPU thread measured faiss 6.9 s vs torch
+            9.0 s (medians of 3, identical predictions; benchmarks/results/bench_eval-cpu.json);
+            faiss-cpu cannot use a GPU (the bank and queries would have to leave the
+            device), so GPU tensors use torch.
 
     Returns:
         ``[M, C]`` summed vote weights.
@@ -73,6 +76,8 @@ def knn_scores(
     labels = train_labels.to(bank.device)
     if backend not in KNN_BACKENDS:
         raise ConfigError(f"kNN backend '{backend}' is not valid; choose one of {', '.join(KNN_BACKENDS)}")
+    if backend == "faiss" and not _faiss_available():
+        raise ConfigError("kNN backend 'faiss' needs the faiss package (pip install faiss-cpu); or use backend torch/auto")
     if backend == "faiss" or (backend == "auto" and bank.device.type == "cpu" and _faiss_available()):
         top_sims, top_idx = _faiss_topk(bank, queries, k)  # [M, k] each
         votes = torch.zeros(queries.shape[0], num_classes)  # [M, C]

@@ -43,6 +43,7 @@ class FeatureSet:
         train, test: float32 ``[N, D]`` and ``[M, D]`` on the CPU.
         train_labels, test_labels: int64 ``[N]`` and ``[M]``.
         seconds: Extraction time; 0 when loaded from the cache.
+        cached: Whether they were loaded from the on-disk cache.
     """
 
     train: torch.Tensor
@@ -50,6 +51,7 @@ class FeatureSet:
     test: torch.Tensor
     test_labels: torch.Tensor
     seconds: float = 0.0
+    cached: bool = False
 
     @property
     def dim(self) -> int:
@@ -90,14 +92,16 @@ def labeled_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Te
 
 
 def snapshot_state(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Copies of every parameter and buffer of ``model`` (BatchNorm statistics included)."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """CPU copies of every parameter and buffer of ``model`` (BatchNorm running statistics and
+    ``num_batches_tracked`` included); on the CPU so the model may move devices in between."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def assert_unchanged(model: nn.Module, before: Dict[str, torch.Tensor]) -> None:
-    """Raises ``AssertionError`` naming the entries of ``model`` that differ from ``before``."""
+    """Raises ``AssertionError`` naming the entries of ``model`` that differ (bitwise) from ``before``."""
     now = model.state_dict()
-    changed = [k for k in before.keys() | now.keys() if k not in now or k not in before or not torch.equal(now[k], before[k])]
+    changed = [k for k in before.keys() | now.keys()
+               if k not in now or k not in before or not torch.equal(now[k].detach().cpu(), before[k])]
     if changed:
         raise AssertionError(f"the frozen encoder changed during evaluation: {', '.join(sorted(changed)[:5])}")
 
@@ -153,7 +157,12 @@ def use_amp(cfg: Any, device: torch.device) -> bool:
 
 
 def feature_key(checkpoint_sha256: str, dataset_cfg: Dict[str, Any], method: str, amp: bool) -> str:
-    """Cache key: checkpoint bytes + dataset config + how features are computed."""
+    """Cache key: checkpoint bytes + dataset config + the embedding (whose ``embed``, autocast).
+
+    The label fraction is deliberately not part of it: the cache holds the features of
+    every labeled training image, and ``eval.label_fraction`` only selects rows of them,
+    so one extraction serves every fraction and subset seed.
+    """
     ignored = ("download", "on_bad_image", "cache_dir", "root")  # where data lives, not what it is
     dataset = {k: v for k, v in dataset_cfg.items() if k not in ignored}
     return config_sha256({"checkpoint": checkpoint_sha256, "dataset": dataset, "method": method,
@@ -178,7 +187,7 @@ class FeatureCache:
             data = torch.load(self.path, map_location="cpu", weights_only=True)
             if data.get("key") != self.key:
                 raise ValueError("key mismatch")
-            return FeatureSet(data["train"], data["train_labels"], data["test"], data["test_labels"])
+            return FeatureSet(data["train"], data["train_labels"], data["test"], data["test_labels"], cached=True)
         except Exception as err:  # a broken cache is rebuilt, never trusted
             log.warning("ignoring unreadable feature cache %s (%s)", self.path, err)
             return None
@@ -209,7 +218,9 @@ def features_for(setup: Any, progress: bool = True) -> FeatureSet:
     embedder = f"{type(model).__module__}.{type(model).__qualname__}"  # whose embed() made the features
     key = feature_key(setup.checkpoint_sha256, OmegaConf.to_container(setup.run_cfg.dataset), embedder, amp)
     cache = FeatureCache(setup.eval_dir / "features", str(setup.run_cfg.dataset.name), setup.checkpoint_sha256, key)
-    if cfg.eval.cache and (found := cache.load()) is not None:
+    found = cache.load() if cfg.eval.cache else None
+    if found is not None and torch.equal(found.train_labels, splits.train_labeled.labels) \
+            and torch.equal(found.test_labels, splits.val.labels):  # same images, same order
         log.info("features from cache %s", cache.path)
         return found
     start = time.perf_counter()

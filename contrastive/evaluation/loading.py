@@ -25,12 +25,14 @@ from contrastive.data import DatasetSplits, build_dataset
 from contrastive.errors import CheckpointError, ConfigError, ContrastiveError
 from contrastive.evaluation.features import config_sha256, file_sha256, frozen_encoder, labeled_subset
 from contrastive.evaluation.probe import load_head
+from contrastive.knn import KNN_BACKENDS
 from contrastive.method import DataInfo, Method
 from contrastive.registry import BACKBONES, METHODS
 
 log = logging.getLogger("contrastive")
 
 MODES = ("linear", "finetune", "knn", "all")
+PROBE_OPTIMIZERS = ("sgd", "lbfgs")
 RUN_GROUPS = ("dataset", "backbone")  # overrides that go to the run config, not eval.yaml
 
 
@@ -75,6 +77,11 @@ def validate_eval_config(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.label_fraction={e.label_fraction} must be in (0, 1], e.g. 0.01 or 0.1")
     if int(e.knn.k) < 1 or float(e.knn.temperature) <= 0:
         raise ConfigError(f"eval.knn needs k >= 1 and temperature > 0, got k={e.knn.k}, temperature={e.knn.temperature}")
+    if str(e.knn.backend) not in KNN_BACKENDS:
+        raise ConfigError(f"eval.knn.backend='{e.knn.backend}' is not valid; choose one of {', '.join(KNN_BACKENDS)}")
+    if str(e.linear.optimizer) not in PROBE_OPTIMIZERS or int(e.linear.lbfgs_iters) < 1:
+        raise ConfigError(f"eval.linear.optimizer='{e.linear.optimizer}' must be one of {', '.join(PROBE_OPTIMIZERS)} "
+                          f"and eval.linear.lbfgs_iters >= 1 (got {e.linear.lbfgs_iters})")
     for name in ("linear", "finetune"):
         sub = e[name]
         if int(sub.epochs) < 1 or int(sub.batch_size) < 1:

@@ -4,6 +4,8 @@ Default recipe (``configs/eval.yaml``, ``eval.linear``), the linear-probing prot
 of MoCo v3 (Chen, Xie & He 2021) and MAE (He et al. 2022): features standardised by
 a BatchNorm without affine parameters, SGD with momentum 0.9, learning rate
 ``0.1 x batch / 256`` with cosine decay to 0, no weight decay, 100 epochs.
+``eval.linear.optimizer=lbfgs`` instead fits the L2-regularised logistic regression
+with full-batch L-BFGS (the protocol of CLIP's and SimCLR's transfer probes).
 Because the features are fixed, the BatchNorm is applied with the statistics of the
 whole train set (what its running statistics converge to) and is folded into the
 linear layer afterwards, so the trained head is a plain ``nn.Linear`` on raw
@@ -41,8 +43,9 @@ def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes
         features: float ``[N, D]`` (any device).
         labels: int64 ``[N]`` in ``[0, num_classes)``.
         num_classes: ``C``.
-        cfg: ``eval.linear``: ``epochs``, ``batch_size``, ``lr`` (per 256), ``momentum``,
-            ``nesterov``, ``weight_decay``, ``feature_norm``.
+        cfg: ``eval.linear``: ``optimizer`` (``sgd`` | ``lbfgs``), ``epochs``, ``batch_size``,
+            ``lr`` (per 256), ``momentum``, ``nesterov``, ``weight_decay``, ``feature_norm``,
+            ``lbfgs_iters``.
         device: Where to train (the GPU when there is one).
         seed: Shuffling and initialisation seed.
 
@@ -51,16 +54,29 @@ def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes
     """
     x = features.to(device, torch.float32)  # [N, D]
     y = labels.to(device)  # [N]
-    n, dim = x.shape
+    dim = x.shape[1]
     mean, std = torch.zeros(dim, device=device), torch.ones(dim, device=device)
     if cfg.feature_norm:
+        # BatchNorm1d(affine=False) with the statistics of all train features: what its
+        # running statistics converge to on fixed features, and a deterministic head.
         mean, std = x.mean(dim=0), torch.sqrt(x.var(dim=0, unbiased=False) + BN_EPS)  # [D], [D]
-        x = (x - mean) / std
+        x = (x - mean) / std  # [N, D]
     generator = torch.Generator(device=device).manual_seed(seed)
     head = nn.Linear(dim, num_classes).to(device)
     with torch.no_grad():
         head.weight.normal_(0.0, 0.01, generator=generator)  # MoCo v3 / MAE init
         head.bias.zero_()
+    if str(cfg.get("optimizer", "sgd")) == "lbfgs":
+        _fit_lbfgs(head, x, y, float(cfg.weight_decay), int(cfg.get("lbfgs_iters", 500)))
+    else:
+        _fit_sgd(head, x, y, cfg, generator, progress)
+    return fold_standardisation(head, mean, std)
+
+
+def _fit_sgd(head: nn.Linear, x: torch.Tensor, y: torch.Tensor, cfg: Any, generator: torch.Generator,
+             progress: bool) -> None:
+    """Mini-batch SGD (momentum, optional Nesterov), lr ``cfg.lr x batch / 256`` with cosine decay to 0."""
+    n = x.shape[0]
     batch = min(int(cfg.batch_size), n)
     base_lr = float(cfg.lr) * batch / 256
     optimizer = torch.optim.SGD(head.parameters(), lr=base_lr, momentum=float(cfg.momentum),
@@ -68,9 +84,9 @@ def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes
     steps_per_epoch = -(-n // batch)
     total, step = int(cfg.epochs) * steps_per_epoch, 0
     for _ in trange(int(cfg.epochs), desc="linear probe", disable=not progress, leave=False):
-        order = torch.randperm(n, device=device, generator=generator)  # [N]
+        order = torch.randperm(n, device=x.device, generator=generator)  # [N]
         for start in range(0, n, batch):
-            idx = order[start : start + batch]
+            idx = order[start : start + batch]  # [B]
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(base_lr, step, total)
             loss = F.cross_entropy(head(x[idx]), y[idx])
@@ -78,7 +94,21 @@ def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes
             loss.backward()
             optimizer.step()
             step += 1
-    return fold_standardisation(head, mean, std)
+
+
+def _fit_lbfgs(head: nn.Linear, x: torch.Tensor, y: torch.Tensor, weight_decay: float, iters: int) -> None:
+    """Full-batch L-BFGS (strong-Wolfe line search) on the L2-regularised multinomial logistic
+    loss ``CE + weight_decay / 2 * ||W||^2``, the classic logistic-regression probe (e.g. CLIP's)."""
+    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=iters, history_size=20,
+                                  tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(head(x), y) + 0.5 * weight_decay * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
 
 
 def fold_standardisation(head: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> nn.Linear:

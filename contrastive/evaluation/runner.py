@@ -50,19 +50,21 @@ def _linear(setup: EvalSetup, feats: FeatureSet, progress: bool) -> Dict[str, An
     name = result_name("linear_head", str(setup.run_cfg.dataset.name), float(setup.cfg.eval.label_fraction))
     head_path = save_head(head, setup.eval_dir / name.replace(".json", ".pt"))
     recipe = {k: cfg[k] for k in ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "feature_norm")}
+    recipe["optimizer"] = str(cfg.get("optimizer", "sgd"))
     return _row(setup, "linear", top1, top5, time.perf_counter() - start, feature_seconds=round(feats.seconds, 2),
-                head=str(head_path), reused_head=setup.head is not None, recipe=recipe)
+                features_cached=feats.cached, head=str(head_path), reused_head=setup.head is not None, recipe=recipe)
 
 
 def _knn(setup: EvalSetup, feats: FeatureSet) -> Dict[str, Any]:
-    k, t = int(setup.cfg.eval.knn.k), float(setup.cfg.eval.knn.temperature)
+    knn = setup.cfg.eval.knn
+    k, t, backend = int(knn.k), float(knn.temperature), str(knn.get("backend", "auto"))
     start = time.perf_counter()
     idx = setup.train_index
     device = setup.device
     top1, top5 = knn_accuracy(feats.train[idx].to(device), feats.train_labels[idx].to(device), feats.test.to(device),
-                              feats.test_labels.to(device), setup.splits.num_classes, k=k, temperature=t, backend="auto")
+                              feats.test_labels.to(device), setup.splits.num_classes, k=k, temperature=t, backend=backend)
     return _row(setup, "knn", top1, top5, time.perf_counter() - start, feature_seconds=round(feats.seconds, 2),
-                recipe={"k": k, "temperature": t})
+                features_cached=feats.cached, recipe={"k": k, "temperature": t, "backend": backend})
 
 
 def _finetune(setup: EvalSetup, progress: bool) -> Dict[str, Any]:
