@@ -64,9 +64,10 @@ class PILDataset(Dataset):
 
 
 class SimCLRNet(torch.nn.Module):
-    def __init__(self, backbone_name: str, image_size: int) -> None:
+    def __init__(self, backbone_name: str, image_size: int, width: int) -> None:
         super().__init__()
-        self.backbone = create_backbone(backbone_name, image_size)
+        kwargs = {"width": width} if backbone_name == "small_cnn" else {}
+        self.backbone = create_backbone(backbone_name, image_size, **kwargs)
         self.head = SimCLRProjectionHead(self.backbone.feature_dim, 2048, 128)
 
     def forward(self, x):
@@ -136,7 +137,7 @@ def timed(batches, step, steps, device, channels_last):
 
 def build(args, device):
     torch.manual_seed(0)
-    net = SimCLRNet(args.backbone, args.image_size).to(device)
+    net = SimCLRNet(args.backbone, args.image_size, args.width).to(device)
     if args.channels_last:
         net = net.to(memory_format=torch.channels_last)
     optimizer = LARS(net.parameters(), lr=0.3 * args.batch_size / 256, momentum=0.9, weight_decay=1e-6)
@@ -161,6 +162,7 @@ def main() -> None:
     p.add_argument("--num-images", type=int, default=50_000)
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--backbone", default="small_cnn")
+    p.add_argument("--width", type=int, default=16, help="small_cnn width (16: the default run's encoder)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--steps", type=int, default=10, help="timed steps per repetition")
     p.add_argument("--repeats", type=int, default=5)

@@ -142,8 +142,12 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
 def color_jitter(x: Tensor, factors: Tensor, order: Tensor, hue: bool = True) -> Tensor:
     """Per-sample ``ColorJitter`` with given factors, the ops in a per-sample order.
 
-    In each of the four slots every sample runs all four ops, with identity parameters for
-    the ops not chosen there (factor 1 is exact; hue keeps the input where its shift is 0).
+    Each of the four slots applies, per sample, the one op that sample has there.
+    Brightness, contrast and saturation are all ``r * x + (1 - r) * y`` with a different
+    ``y`` (0, the image's mean luma, its luma), so a slot is one fused blend for every
+    sample. Hue is the expensive op: on CPU it runs only on the samples whose slot it is
+    (each sample once in total); on GPU it runs on the whole batch under a mask, because
+    selecting a data-dependent subset would make the host wait for the device.
 
     Args:
         x: float ``[B, 3, H, W]`` in [0, 1].
@@ -151,17 +155,31 @@ def color_jitter(x: Tensor, factors: Tensor, order: Tensor, hue: bool = True) ->
         order: long ``[B, 4]``, per sample a permutation of op ids (0 brightness, 1 contrast,
             2 saturation, 3 hue) in application order.
         hue: False skips the hue op (all shifts known to be 0).
+
+    Returns:
+        float ``[B, 3, H, W]`` in [0, 1].
     """
-    ops = (adjust_brightness, adjust_contrast, adjust_saturation)
     for slot in range(4):
         chosen = order[:, slot]  # [B]
-        for op_id, op in enumerate(ops):
-            x = op(x, torch.where(chosen == op_id, factors[:, op_id], 1.0))
-        if not hue:
-            continue
-        shift = torch.where(chosen == 3, factors[:, 3], 0.0)  # [B]
-        x = torch.where((shift != 0).view(-1, 1, 1, 1), adjust_hue(x, shift), x)
+        ratio = torch.where(chosen == 3, 1.0, factors.gather(1, chosen.clamp(max=2).view(-1, 1)).squeeze(1))  # [B]
+        luma = rgb_to_grayscale(x)  # [B, 1, H, W]
+        op = chosen.view(-1, 1, 1, 1)  # [B, 1, 1, 1]
+        target = torch.where(op == 0, 0.0, torch.where(op == 1, luma.mean(dim=(2, 3), keepdim=True), luma))  # [B, 1, H, W]
+        x = _blend(x, target, ratio)  # [B, 3, H, W]; ratio 1 (hue slot) leaves x as it is
+        if hue:
+            x = _hue_slot(x, torch.where(chosen == 3, factors[:, 3], 0.0))
     return x
+
+
+def _hue_slot(x: Tensor, shift: Tensor, subset: bool | None = None) -> Tensor:
+    """``adjust_hue`` where ``shift`` [B] is non-zero, ``x`` unchanged elsewhere; ``subset``
+    (default: on CPU) computes it only for those samples, else for all under a mask."""
+    if x.device.type == "cpu" if subset is None else subset:
+        idx = shift.nonzero().squeeze(1)  # [n]
+        if len(idx) == 0:
+            return x
+        return x.index_copy(0, idx, adjust_hue(x[idx], shift[idx]))  # [B, 3, H, W]
+    return torch.where((shift != 0).view(-1, 1, 1, 1), adjust_hue(x, shift), x)
 
 
 def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:

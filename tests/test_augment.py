@@ -326,3 +326,15 @@ def test_kernel_size_is_odd_and_about_ten_percent():
     for size, k in ((32, 3), (96, 9), (224, 23)):
         assert SimCLRAugment(size, ZERO, ONE).kernel_size == k
     assert math.isclose(SimCLRAugment(224, ZERO, ONE).kernel_size / 224, 0.1, abs_tol=0.01)
+
+
+def test_hue_on_a_subset_equals_the_masked_whole_batch_path():
+    from contrastive.augment import _hue_slot
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(8, 3, 6, 6, generator=g)  # [B, 3, H, W]
+    shift = torch.tensor([0.0, 0.3, 0.0, -0.2, 0.5, 0.0, 0.1, -0.5])  # [B]; 0 = not this slot
+    subset, masked = _hue_slot(x, shift, subset=True), _hue_slot(x, shift, subset=False)
+    torch.testing.assert_close(subset, masked)
+    torch.testing.assert_close(subset[shift == 0], x[shift == 0])  # untouched where no shift
+    assert not torch.allclose(subset[shift != 0], x[shift != 0])
