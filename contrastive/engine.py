@@ -224,6 +224,7 @@ def fit(run: Run) -> Dict[str, Any]:
     if trainer.is_global_zero:
         metrics_csv = run.run_dir / "logs" / "metrics.csv"
         if metrics_csv.is_file():  # loss, learning rate and kNN curves: one look says whether it learned
-            summary["curves_png"] = str(plot_training_curves(metrics_csv, run.run_dir / "curves.png"))
+            summary["curves_png"] = str(plot_training_curves(metrics_csv, run.run_dir / "curves.png",
+                                                                   summary.get("knn_top1_random_init")))
         (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import matplotlib
 
@@ -25,8 +25,9 @@ def read_metrics(metrics_csv: Path) -> Dict[str, List[Tuple[float, float]]]:
     return dict(series)
 
 
-def plot_training_curves(metrics_csv: Path, out_png: Path) -> Path:
-    """Loss per step, learning rate, and kNN top-1 per evaluation, in one figure."""
+def plot_training_curves(metrics_csv: Path, out_png: Path, knn_random_init: Optional[float] = None) -> Path:
+    """Loss per step, learning rate, and kNN top-1 per evaluation (with the random-init
+    encoder's kNN as a dashed line when given), in one figure."""
     series = read_metrics(metrics_csv)
     panels = [("train loss", [k for k in series if k == "train_loss_step" or k.startswith("train/")]),
               ("learning rate", [k for k in series if k.startswith("lr-")]),
@@ -38,6 +39,9 @@ def plot_training_curves(metrics_csv: Path, out_png: Path) -> Path:
         for key in keys:
             steps, values = zip(*series[key])
             ax.plot(steps, values, marker="o" if len(values) < 30 else None, label=key.replace("train/", ""))
+        if title.startswith("kNN") and knn_random_init is not None:
+            ax.axhline(knn_random_init, linestyle="--", color="gray", label="random init")
+            ax.legend(fontsize=7)
         ax.set_title(title)
         ax.set_xlabel("step")
         if len(keys) > 1:
