@@ -51,7 +51,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     logging.getLogger("contrastive").info("run folder: %s", run.run_dir)
-    summary = fit(run)
+    from contrastive.method import NonFiniteLossError
+
+    try:
+        summary = fit(run)
+    except NonFiniteLossError as err:  # the message names the step and loss terms; no traceback
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(3) from None
     _print_summary(summary)
     return summary
 

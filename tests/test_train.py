@@ -87,3 +87,22 @@ def test_cli_subprocess_reports_error_without_traceback():
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: unknown method 'doesnotexist'; valid choices: imclr, simclic, simclr, spcl"
     assert "Traceback" not in proc.stderr
+
+
+def test_nonfinite_loss_is_one_error_line_naming_the_step(fast_overrides, monkeypatch, capsys):
+    from methods.simclr import SimCLR
+
+    original = SimCLR.training_losses
+
+    def nan_at_step_3(self, views, labels, indices):
+        losses = original(self, views, labels, indices)
+        if self.global_step == 3:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(SimCLR, "training_losses", nan_at_step_3)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(fast_overrides + ["trainer.max_epochs=1", "knn.random_init_baseline=false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 3 and err[-1].startswith("error: non-finite loss at epoch 0, step 3: loss=nan")
+    assert "Traceback" not in "\n".join(err)
