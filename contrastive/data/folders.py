@@ -109,7 +109,8 @@ def decode_files(
             return None
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        decoded = list(tqdm(pool.map(work, samples), total=len(samples), desc=desc, leave=False, mininterval=1.0))
+        decoded = list(tqdm(pool.map(work, samples), total=len(samples), desc=desc, leave=False, mininterval=1.0,
+                            disable=None))  # None: shown on a terminal, silent in logs and pipes
     keep = [i for i, img in enumerate(decoded) if img is not None]
     skipped = [str(samples[i][0]) for i, img in enumerate(decoded) if img is None]
     if skipped:
