@@ -19,22 +19,15 @@ Results: <checkpoint>.eval/<mode>-<dataset>-labels<fraction>.json beside the che
 
 from __future__ import annotations
 
-import logging
 import sys
-import warnings
 from pathlib import Path
 from typing import List, Optional
 
+from contrastive.cli import setup_logging
 from contrastive.config import load_config, to_yaml
 from contrastive.errors import ConfigError, ContrastiveError
 
 USAGE = __doc__
-
-
-def _quiet_third_party() -> None:
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # "could not load AVX2 ..." is not ours
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -46,8 +39,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if "-h" in argv or "--help" in argv:
         print(USAGE)
         return {}
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    _quiet_third_party()
+    setup_logging()
     command = argv.pop(0) if argv and argv[0] in ("results", "export") else "evaluate"
     try:
         if "--cfg" in argv:

@@ -13,22 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
 from typing import List, Optional
 
+from contrastive.cli import setup_logging
 from contrastive.config import load_config, to_yaml
 from contrastive.errors import ContrastiveError
 
 USAGE = __doc__
-
-
-def _quiet_third_party() -> None:
-    # Lightning's tips ("consider num_workers...") do not apply to in-memory batches.
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*The number of training batches.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("pytorch_lightning.accelerators.cuda").setLevel(logging.WARNING)
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -37,8 +28,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if "-h" in argv or "--help" in argv:
         print(USAGE)
         return {}
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    _quiet_third_party()
+    setup_logging()
     try:
         cfg = load_config([a for a in argv if a != "--cfg"])
         if "--cfg" in argv:
