@@ -50,7 +50,7 @@ DEFAULT_ROWS = "simclr,spcl,no_contrastive,no_metric,no_prototype,ground_truth" 
 def run_row(key: str, seed: int, output_dir: Path) -> dict:
     from contrastive.config import load_config
     from contrastive.engine import fit, prepare_run
-    from methods.spcl import similarity_diagnostics
+    from contrastive.methods.spcl import similarity_diagnostics
 
     overrides = BUDGET + ROWS[key][1] + [f"seed={seed}", f"output_dir={output_dir}"]
     run = prepare_run(load_config(overrides))

@@ -21,7 +21,16 @@ from omegaconf.errors import OmegaConfBaseException
 
 from contrastive.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+def _config_dir() -> Path:
+    """The installed ``contrastive.configs`` folder: inside the package in a wheel, the
+    repository's ``configs/`` in an editable install (pyproject maps one to the other)."""
+    spec = importlib.util.find_spec("contrastive.configs")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("contrastive.configs is not installed; run `pip install -e .` in the repository")
+    return Path(list(spec.submodule_search_locations)[0]).resolve()
+
+
+CONFIG_DIR = _config_dir()
 ENTRY_POINT_GROUP = "contrastive.methods"
 
 
@@ -179,8 +188,9 @@ def _plugin_error(spec: str, err: BaseException) -> ConfigError:
 
 
 def load_builtin_methods() -> None:
-    """Import the methods that ship with the project (``methods/*.py``)."""
-    import methods  # noqa: F401  (its __init__ imports every method file)
+    """Import the methods that ship with the project (``methods/*.py``, installed as
+    ``contrastive.methods``)."""
+    import contrastive.methods  # noqa: F401  (its __init__ imports every method file)
 
 
 def to_yaml(cfg: DictConfig) -> str:

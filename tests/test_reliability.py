@@ -143,7 +143,7 @@ def test_sigkill_mid_epoch_then_resume_auto_matches_uninterrupted_run(straight, 
 
 
 def test_nonfinite_loss_stops_naming_step_and_terms_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    from methods.simclr import SimCLR
+    from contrastive.methods.simclr import SimCLR
 
     original = SimCLR.training_losses
 

@@ -15,7 +15,7 @@ from contrastive.errors import ConfigError
 from contrastive.memory import FeatureBank
 from contrastive.method import DataInfo
 from contrastive.monitors import normalized_output_std
-from methods.simclic import PERTURBATIONS, SimCLIC, soft_cross_entropy
+from contrastive.methods.simclic import PERTURBATIONS, SimCLIC, soft_cross_entropy
 from tests.conftest import FAST
 
 TINY = ["backbone.kwargs.width=4", "method.projection.hidden_dim=32", "method.projection.output_dim=32",

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-import methods.spcl as spcl_module
+import contrastive.methods.spcl as spcl_module
 import train
 from contrastive.config import load_config
 from contrastive.data.base import ImageArray, RandomBatchSampler
@@ -49,7 +49,7 @@ def _base_config():
 def _spcl(overrides=(), data=DATA):
     """A validated SPCL model on FAST settings, without generating the dataset. Value overrides
     are merged into one composed config (composing per test costs ~0.25 s CPU each)."""
-    from methods.spcl import SPCL
+    from contrastive.methods.spcl import SPCL
 
     cfg = OmegaConf.merge(_base_config(), OmegaConf.from_dotlist(list(overrides)))
     SPCL.validate_config(cfg, data)
@@ -279,7 +279,7 @@ def test_no_clustering_and_random_batches_before_start_epoch():
 
 
 def test_two_epochs_recluster_at_every_epoch_start(tmp_path, monkeypatch):
-    from methods.spcl import SPCL
+    from contrastive.methods.spcl import SPCL
 
     clustered, drawn, calls = [], [], []
     real_cluster, real_plan, real_kmeans = SPCL.cluster_train_set, PrototypeBatchSampler.plan, spcl_module.kmeans

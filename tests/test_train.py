@@ -90,7 +90,7 @@ def test_cli_subprocess_reports_error_without_traceback():
 
 
 def test_nonfinite_loss_is_one_error_line_naming_the_step(fast_overrides, monkeypatch, capsys):
-    from methods.simclr import SimCLR
+    from contrastive.methods.simclr import SimCLR
 
     original = SimCLR.training_losses
 

@@ -1,0 +1,1 @@
+"""The YAML configs of ``contrastive`` (installed as ``contrastive.configs``; no Python here)."""
