@@ -13,10 +13,16 @@ pipelines so that both see the same machine noise; the median is reported.
 One image = its two views. ``--parity`` additionally trains both for a few epochs
 from the same seed and compares kNN top-1, and ``--grid`` saves augmented views.
 
+``--full-run`` instead times complete runs (``benchmarks/full_run.py``): ``train.py``'s
+own ``fit`` with its kNN monitor, checkpoints and logs vs the lightly tutorial pipeline
+with the same encoder, data, optimizer and epochs, each run in its own process,
+alternating, reporting images/s, wall time, peak RSS and the final kNN of both.
+
 Usage:
     python benchmarks/bench_speed.py                       # synthetic, 32x32, small_cnn on CPU
     python benchmarks/bench_speed.py --backbone resnet18 --batch-size 512 --num-images 50000
     python benchmarks/bench_speed.py --dataset tinyimagenet --root /path/to/data
+    python benchmarks/bench_speed.py --full-run --num-images 5000 --epochs 5 --repeats 3   # whole runs
 """
 
 from __future__ import annotations
@@ -173,7 +179,12 @@ def main() -> None:
     p.add_argument("--parity-epochs", type=int, default=0, help="train both for this many epochs and compare kNN top-1")
     p.add_argument("--grid", default="", help="save a PNG grid of augmented views of both pipelines here")
     p.add_argument("--json", default="", help="write the results as JSON here")
+    p.add_argument("--full-run", action="store_true", help="whole train.py runs vs the lightly reference (full_run.py)")
+    p.add_argument("--epochs", type=int, default=5, help="--full-run: epochs per run")
+    p.add_argument("--override", nargs="*", default=[], help="--full-run: extra train.py overrides")
     args = p.parse_args()
+    if args.full_run:
+        return full_run_main(args)
     device = torch.device(args.device)
     data = load_images(args)
     size = args.image_size
@@ -201,6 +212,27 @@ def main() -> None:
         result["parity"] = parity(args, data, device, ref_tf, our_aug)
     if args.grid:
         save_grid(args.grid, data, ref_tf, our_aug, device)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+def full_run_main(args) -> None:
+    """``--full-run``: the bench's options as train.py overrides -> ``full_run.compare``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import full_run
+
+    overrides = [f"batch_size={args.batch_size}", f"trainer.max_epochs={args.epochs}", f"backbone={args.backbone}",
+                 f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}"]
+    if args.backbone == "small_cnn":
+        overrides.append(f"backbone.kwargs.width={args.width}")
+    if args.dataset == "synthetic":
+        overrides += [f"dataset.num_train={args.num_images}", f"dataset.image_size={args.image_size}"]
+    else:
+        overrides += [f"dataset={args.dataset}", f"dataset.root={args.root}", f"dataset.image_size={args.image_size}"]
+    result = full_run.compare(overrides + list(args.override), args.repeats, args.workers)
+    result["date"], result["torch"] = str(date.today()), torch.__version__
+    result["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -111,7 +111,8 @@ def main() -> None:
             r = run(overrides)
             per_variant[name].append(r)
             flip = f"{r['error_flip']:.2f}" if "error_flip" in r else "-"
-            rows.append(f"| {name} | {seed} | {r['error']:.2f} | {flip} | {r['knn']:.2f} | {r['seconds']:.0f} |")
+            knn = "-" if r["knn"] is None else f"{r['knn']:.2f}"  # knn.enabled=false: no monitor
+            rows.append(f"| {name} | {seed} | {r['error']:.2f} | {flip} | {knn} | {r['seconds']:.0f} |")
             print(rows[-1], flush=True)
 
     def mean_std(values):
@@ -123,7 +124,7 @@ def main() -> None:
     for name, results in per_variant.items():
         summary.append(f"| {name} | {len(results)} | {mean_std([r['error'] for r in results])} | "
                        f"{mean_std([r['error_flip'] for r in results if 'error_flip' in r])} | "
-                       f"{mean_std([r['knn'] for r in results])} |")
+                       f"{mean_std([r['knn'] for r in results if r['knn'] is not None])} |")
     command = "OMP_NUM_THREADS=1 python benchmarks/imclr_synthetic.py " + " ".join(sys.argv[1:])
     text = "\n".join([
         "# ImCLR on CPU: base (k=1) vs ImCLR (k=2) vs same-image control", "",

@@ -42,6 +42,7 @@ ROWS = {
     "no_predictor": ("history, predictor=none", ["method.perturbation=history", "method.predictor=none"]),
     "no_stopgrad": ("history, stop_gradient=false", ["method.perturbation=history", "method.stop_gradient=false"]),
     "linear_predictor": ("history, predictor=linear", ["method.perturbation=history", "method.predictor=linear"]),
+    "fixed_random": ("history, predictor=fixed_random (Table 4)", ["method.perturbation=history", "method.predictor=fixed_random"]),
     "cross_entropy": ("history, loss=cross_entropy", ["method.perturbation=history", "method.loss=cross_entropy"]),
     "history_1view": ("history, num_views=1", ["method.perturbation=history", "method.num_views=1"]),
     "dropout_1view": ("dropout, num_views=1", ["method.perturbation=dropout", "method.num_views=1"]),

@@ -1,7 +1,8 @@
 """contrastive: fast, faithful contrastive and self-supervised representation learning.
 
 The public API for writing a method: :class:`Method` (base class), ``METHODS``
-(the registry to decorate it with) and :class:`ConfigError` (for bad settings).
+(the registry to decorate it with) and :class:`ConfigError` (for bad settings). For
+your own Trainer and data: :func:`build_method` (see :mod:`contrastive.api`).
 """
 
 from contrastive.errors import CheckpointError, ConfigError, ContrastiveError, DatasetError
@@ -16,10 +17,18 @@ def __getattr__(name):
         from contrastive import method
 
         return getattr(method, name)
+    if name == "build_method":
+        from contrastive.api import build_method
+
+        return build_method
+    if name == "load_config":
+        from contrastive.config import load_config
+
+        return load_config
     raise AttributeError(f"module 'contrastive' has no attribute {name!r}")
 
 
 __all__ = [
-    "BACKBONES", "DATASETS", "METHODS", "Registry", "Method", "DataInfo",
+    "BACKBONES", "DATASETS", "METHODS", "Registry", "Method", "DataInfo", "build_method", "load_config",
     "ConfigError", "ContrastiveError", "DatasetError", "CheckpointError",
 ]

@@ -227,8 +227,9 @@ class SupervisedAugment(_Normalised):
         self.padding, self.hflip_prob = padding, hflip_prob
         self.random_resized_crop, self.min_scale = random_resized_crop, min_scale
 
-    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """uint8 ``[B, 3, H, W]`` -> float32 ``[B, 3, S, S]``, normalised."""
+    def forward(self, images: Tensor, generator: torch.Generator | None = None, normalise: bool = True) -> Tensor:
+        """uint8 ``[B, 3, H, W]`` -> float32 ``[B, 3, S, S]``, normalised (``normalise=False``: in
+        [0, 1], for a transform that must come after the crop/flip and before normalisation)."""
         x = _to_float(images)  # [B, 3, H, W]
         if not self.random_resized_crop:
             x = _resize_center_crop(x, self.image_size)  # [B, 3, S, S]
@@ -241,7 +242,7 @@ class SupervisedAugment(_Normalised):
             boxes = torch.cat((shift, shift.new_full((b, 2), float(self.image_size))), dim=1)  # [B, 4]
         mode = "border" if self.random_resized_crop else "zeros"
         x = resized_crop(x, boxes, u[:, 0] < self.hflip_prob, self.image_size, mode)  # [B, 3, S, S]
-        return self.normalise(x.clamp_(0.0, 1.0))
+        return self.normalise(x.clamp_(0.0, 1.0)) if normalise else x.clamp_(0.0, 1.0)
 
 
 #: ``augment.name`` -> class; the other keys of the ``augment`` config are its keyword arguments.

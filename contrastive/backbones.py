@@ -3,7 +3,9 @@
 Every backbone is a factory registered in :data:`contrastive.registry.BACKBONES` and
 built with :func:`create_backbone`. A factory is called as ``factory(small_stem=bool,
 **kwargs)`` and returns a module whose ``forward`` ends in global average pooling
-(so non-square inputs such as ImCLR's 64x32 concatenations work) and that has two
+(so non-square inputs such as ImCLR's 64x32 concatenations work) or, for the ImCLR
+paper's flatten heads, has ``configure_input(height, width)``, which sizes the head and
+``feature_dim`` for one input size (see :mod:`contrastive.backbones_keras`), and that has two
 int attributes:
 
 * ``feature_dim``: the size ``D`` of the output vector;
@@ -74,6 +76,8 @@ def create_backbone(name: str, image_size: int, small_stem: Union[bool, str] = "
         params = [p for p in inspect.signature(factory).parameters if p != "small_stem"]
         raise ConfigError(f"backbone '{name}': {err}; it accepts: {', '.join(params) or '(no keywords)'}") from None
     model = factory(small_stem=use_small, **kwargs)
+    if hasattr(model, "configure_input"):  # a flatten head is sized for the input (backbones_keras.HeadedEncoder)
+        model.configure_input(int(image_size), int(image_size))
     model.name = name
     if not hasattr(model, "small_stem"):
         model.small_stem = use_small
@@ -166,10 +170,16 @@ class PooledEncoder(nn.Module):
 
 
 # ----------------------------------------------------------------------------- torchvision ResNets
-def _torchvision_resnet(arch: str, small_stem: bool, zero_init_residual: bool) -> nn.Module:
+def _torchvision_resnet(arch: str, small_stem: bool, zero_init_residual: bool, width: int = 1) -> nn.Module:
     """A torchvision ResNet (random init) with ``fc`` removed and, with ``small_stem``,
-    a 3x3 stride-1 ``conv1`` and no max-pool (total stride 8 instead of 32)."""
-    model = getattr(torchvision.models, arch)(weights=None, zero_init_residual=zero_init_residual)
+    a 3x3 stride-1 ``conv1`` and no max-pool (total stride 8 instead of 32); ``width`` > 1:
+    SimCLR's wider ResNet-50 (:mod:`contrastive.backbones_wide`)."""
+    if width != 1:
+        from contrastive.backbones_wide import wide_resnet50
+
+        model = wide_resnet50(width, zero_init_residual)
+    else:
+        model = getattr(torchvision.models, arch)(weights=None, zero_init_residual=zero_init_residual)
     if small_stem:
         model.conv1 = conv3x3(3, model.conv1.out_channels)
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -188,9 +198,14 @@ def resnet18(small_stem: bool = False, zero_init_residual: bool = False) -> nn.M
 
 
 @BACKBONES.register("resnet50")
-def resnet50(small_stem: bool = False, zero_init_residual: bool = False) -> nn.Module:
-    """ResNet-50 (He et al. 2016), torchvision layout, 2048-d features, 23.5M parameters."""
-    return _torchvision_resnet("resnet50", small_stem, zero_init_residual)
+def resnet50(small_stem: bool = False, zero_init_residual: bool = False, width: int = 1) -> nn.Module:
+    """ResNet-50 (He et al. 2016), torchvision layout, 2048-d features, 23.5M parameters.
+
+    ``width=2|4``: SimCLR's ResNet-50 (2x) / (4x), every layer widened: 4096 / 8192-d
+    features, 93.9M / 375.4M parameters (the paper: 94M / 375M)."""
+    if width not in (1, 2, 4):
+        raise ConfigError(f"backbone.kwargs.width={width} is not valid for resnet50; choose one of 1, 2, 4 (SimCLR's 1x, 2x, 4x)")
+    return _torchvision_resnet("resnet50", small_stem, zero_init_residual, int(width))
 
 
 # ----------------------------------------------------------------------------- small CPU encoder
@@ -219,3 +234,4 @@ def small_cnn(small_stem: bool = True, width: int = 32) -> nn.Module:
 
 # The CIFAR family registers itself on import; imported last because it uses the helpers above.
 import contrastive.backbones_cifar  # noqa: E402,F401
+import contrastive.backbones_timm  # noqa: E402,F401  (timm itself is imported only when backbone=timm)

@@ -1,34 +1,40 @@
-"""CIFAR-style backbones used in the ImCLR paper.
+"""CIFAR-style backbones used in the ImCLR paper (and He et al.'s original CIFAR ResNets).
 
 ImCLR (Chen, Sinha & Kyrillidis, "ImCLR: Implicit Contrastive Learning for Image
-Classification", 2020) evaluates these small-image architectures. All have a 3x3
-stride-1 stem without max-pool (they ignore ``small_stem`` and report
-``small_stem=True``) and end in global average pooling, so non-square inputs such as
-ImCLR's 64x32 height-concatenated image pairs work.
+Classification", 2020) trains Keras models; Appendix Table 10 gives their trainable parameters,
+which these nets reproduce exactly with the method's linear classifier (``benchmarks/imclr_params.py``).
+All have a 3x3 stride-1 stem without max-pool (they ignore ``small_stem``). ``resnet20``,
+``resnet56`` and ``vgg16`` are the Keras nets of :mod:`contrastive.backbones_keras`. Every net
+here takes ``head=flatten|global_pool`` (see :class:`~contrastive.backbones_keras.HeadedEncoder`);
+the default is what the paper's count implies.
 
-===================  ========================================  ===========  ====================
-name                 architecture                              feature_dim  parameters (no head)
-===================  ========================================  ===========  ====================
-``resnet20``         He et al. 2016a, n=3, option-A shortcuts  64           0.269M (269,072)
-``resnet56``         He et al. 2016a, n=9, option-A shortcuts  64           0.852M (852,368)
-``preact_resnet18``  He et al. 2016b, Kuang Liu's layout       512          11.17M (11,166,016)
-``vgg16``            Simonyan & Zisserman 2015, BN, CIFAR      512          14.72M (14,718,912)
-``wrn_16_8``         Zagoruyko & Komodakis 2016                512          10.96M (10,956,240)
-``wrn_28_2``         Zagoruyko & Komodakis 2016                128          1.466M (1,466,320)
-``seresnet18``       Hu et al. 2018, ResNet-18 CIFAR layout    512          11.26M (11,257,912)
-===================  ========================================  ===========  ====================
+===================  ===============================================  =======  ====================  ============
+name                 architecture                                     head     features (32x32 in)   Table 10
+===================  ===============================================  =======  ====================  ============
+``resnet20``         Keras ResNet v2, n=2 (backbones_keras)           flatten  256                   RN20
+``resnet56``         Keras ResNet v2, n=6 (backbones_keras)           flatten  256 (1,024 at 64x64)  RN56
+``vgg16``            Keras CIFAR-100 VGG-16 (backbones_keras)         flatten  512 (Dense-512)       VGG16
+``preact_resnet18``  He et al. 2016b, conv biases, conv-BN-ReLU stem  global   512                   PRN18
+``seresnet18``       Hu et al. 2018, ResNet-18 layout, conv biases    global   512                   SRN18
+``wrn_16_8``         Zagoruyko & Komodakis 2016, avg-pool 8, Flatten  flatten  512 (4,608 at 96x96)  WRN-STL10
+``wrn_28_2``         Zagoruyko & Komodakis 2016 (Oliver et al. 2018)  global   128                   WRN-SSL
+``resnet20_v1``      He et al. 2016a, n=3, option-A shortcuts         global   64 (269,072 params)   -
+``resnet56_v1``      He et al. 2016a, n=9, option-A shortcuts         global   64 (852,368 params)   -
+===================  ===============================================  =======  ====================  ============
 
-The counts are measured with :func:`contrastive.backbones.count_parameters` and
-match the published ones (0.27M, 0.85M, 11.2M, 14.7M, 11.0M, 1.5M) less the
-classifier. ``vgg16`` has no conv biases (a BatchNorm follows each conv), which saves
-4,224 parameters against Kuang Liu's version.
+Why biases: Keras convolutions have one by default; with them PRN18 and SRN18 match Table 10
+(bias-free PyTorch versions are 4,928 and 4,800 parameters short). PRN18's count also needs a
+BatchNorm after the stem conv (conv-BN-ReLU stem, then Kuang Liu's pre-activation blocks, which
+pool the last residual sum). WRN-16-8 and WRN-28-2 have no conv biases (their counts match
+without). ``resnet20_v1`` / ``resnet56_v1`` are He et al.'s original CIFAR nets (global pooling,
+0.27M / 0.85M parameters as published), kept for comparison; they are not the paper's.
 
 References:
     He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition", CVPR 2016 (2016a).
     He, Zhang, Ren & Sun, "Identity Mappings in Deep Residual Networks", ECCV 2016 (2016b).
     Zagoruyko & Komodakis, "Wide Residual Networks", BMVC 2016.
     Hu, Shen & Sun, "Squeeze-and-Excitation Networks", CVPR 2018.
-    Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale Image Recognition", ICLR 2015.
+    Oliver et al., "Realistic Evaluation of Deep Semi-Supervised Learning Algorithms", NeurIPS 2018.
     Kuang Liu, pytorch-cifar, https://github.com/kuangliu/pytorch-cifar (CIFAR layouts).
 """
 
@@ -41,11 +47,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrastive.backbones import PooledEncoder, conv1x1, conv3x3, conv_bn_relu
+from contrastive.backbones import PooledEncoder
+from contrastive.backbones_keras import HeadedEncoder
 from contrastive.registry import BACKBONES
 
 
 # ----------------------------------------------------------------------------- building blocks
+def _conv(in_planes: int, planes: int, kernel: int = 3, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    """``kernel`` x ``kernel`` conv with "same" padding; ``bias`` as Keras' default (True) or not."""
+    return nn.Conv2d(in_planes, planes, kernel, stride=stride, padding=kernel // 2, bias=bias)
+
+
 class ZeroPadShortcut(nn.Module):
     """Parameter-free "option A" shortcut (He et al. 2016a, Sec. 4.2): subsample by
     ``stride`` and append zero channels."""
@@ -88,21 +100,23 @@ class BasicBlock(nn.Module):
         shortcut: When the shape changes: ``"A"`` zero-padded identity (parameter-free,
             He et al.'s CIFAR nets) or ``"B"`` 1x1 conv-BN projection (ResNet-18 layout).
         se_reduction: Squeeze-and-excitation ratio before the addition; 0 for none.
+        bias: Conv biases (Keras' default).
     """
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "B", se_reduction: int = 0) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "B", se_reduction: int = 0,
+                 bias: bool = False) -> None:
         super().__init__()
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
-        self.conv1, self.bn1 = conv3x3(in_planes, planes, stride), nn.BatchNorm2d(planes)
-        self.conv2, self.bn2 = conv3x3(planes, planes), nn.BatchNorm2d(planes)
+        self.conv1, self.bn1 = _conv(in_planes, planes, 3, stride, bias), nn.BatchNorm2d(planes)
+        self.conv2, self.bn2 = _conv(planes, planes, 3, 1, bias), nn.BatchNorm2d(planes)
         self.se = SqueezeExcite(planes, se_reduction) if se_reduction else nn.Identity()
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
             self.shortcut = (
                 ZeroPadShortcut(stride, planes - in_planes)
                 if shortcut == "A"
-                else nn.Sequential(conv1x1(in_planes, planes, stride), nn.BatchNorm2d(planes))
+                else nn.Sequential(_conv(in_planes, planes, 1, stride, bias), nn.BatchNorm2d(planes))
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,14 +137,15 @@ class PreActBlock(nn.Module):
         planes: Output channels.
         stride: Stride of the first conv (and the shortcut).
         dropout: Dropout probability between the two convs.
+        bias: Conv biases (Keras' default).
     """
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, dropout: float = 0.0) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, dropout: float = 0.0, bias: bool = False) -> None:
         super().__init__()
-        self.bn1, self.conv1 = nn.BatchNorm2d(in_planes), conv3x3(in_planes, planes, stride)
-        self.bn2, self.conv2 = nn.BatchNorm2d(planes), conv3x3(planes, planes)
+        self.bn1, self.conv1 = nn.BatchNorm2d(in_planes), _conv(in_planes, planes, 3, stride, bias)
+        self.bn2, self.conv2 = nn.BatchNorm2d(planes), _conv(planes, planes, 3, 1, bias)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.shortcut = conv1x1(in_planes, planes, stride) if stride != 1 or in_planes != planes else None
+        self.shortcut = _conv(in_planes, planes, 1, stride, bias) if stride != 1 or in_planes != planes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(x))
@@ -147,6 +162,7 @@ def residual_net(
     stem_width: int,
     post_act_stem: bool,
     final_act: bool,
+    stem_bias: bool = False,
     **block_kwargs,
 ) -> PooledEncoder:
     """A CIFAR residual network: 3x3 stride-1 stem, stages of blocks, optional BN-ReLU, pooling.
@@ -158,9 +174,11 @@ def residual_net(
         stem_width: Channels of the stem conv.
         post_act_stem: Follow the stem conv with BN-ReLU (post-activation nets).
         final_act: End with BN-ReLU (pre-activation nets, whose blocks end in a sum).
+        stem_bias: A bias on the stem conv.
         **block_kwargs: Passed to every block.
     """
-    layers = [("stem", conv_bn_relu(3, stem_width) if post_act_stem else conv3x3(3, stem_width))]
+    stem = _conv(3, stem_width, 3, 1, stem_bias)
+    layers = [("stem", nn.Sequential(stem, nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True)) if post_act_stem else stem)]
     in_planes = stem_width
     for i, (width, depth) in enumerate(zip(widths, depths)):
         blocks = []
@@ -176,43 +194,61 @@ def residual_net(
 
 
 # ----------------------------------------------------------------------------- registered nets
-@BACKBONES.register("resnet20")
-def resnet20(small_stem: bool = True, shortcut: str = "A") -> nn.Module:
-    """ResNet-20 for CIFAR (He et al. 2016a, Sec. 4.2): 3 stages of 3 basic blocks, 16/32/64
-    channels, option-A (zero-padding) shortcuts as in the paper; 64-d features, 0.27M params."""
+def with_head(model: PooledEncoder, head: str, pool: int) -> HeadedEncoder:
+    """The trunk of a :func:`residual_net` (already initialised) with a ``flatten``/``global_pool`` head."""
+    halvings = model.min_input_size.bit_length() - 1  # min_input_size = 2 ** (stride-2 stages)
+    headed = HeadedEncoder(model.features, model.feature_dim, halvings, "ceil", head, pool)
+    headed.small_stem = True
+    return headed
+
+
+@BACKBONES.register("resnet20_v1")
+def resnet20_v1(small_stem: bool = True, shortcut: str = "A") -> nn.Module:
+    """He et al.'s ResNet-20 for CIFAR (2016a, Sec. 4.2): 3 stages of 3 basic blocks, 16/32/64
+    channels, option-A (zero-padding) shortcuts, global pooling; 64-d features, 0.27M params.
+    Not the ImCLR paper's RN20 (that is ``resnet20``, Keras ResNet v2)."""
     return residual_net(BasicBlock, (16, 32, 64), (3, 3, 3), 16, True, False, shortcut=shortcut)
 
 
-@BACKBONES.register("resnet56")
-def resnet56(small_stem: bool = True, shortcut: str = "A") -> nn.Module:
-    """ResNet-56 for CIFAR (He et al. 2016a): as :func:`resnet20` with 9 blocks per stage; 0.85M params."""
+@BACKBONES.register("resnet56_v1")
+def resnet56_v1(small_stem: bool = True, shortcut: str = "A") -> nn.Module:
+    """He et al.'s ResNet-56 (2016a): as :func:`resnet20_v1` with 9 blocks per stage; 0.85M params."""
     return residual_net(BasicBlock, (16, 32, 64), (9, 9, 9), 16, True, False, shortcut=shortcut)
 
 
 @BACKBONES.register("preact_resnet18")
-def preact_resnet18(small_stem: bool = True, final_act: bool = False) -> nn.Module:
-    """Pre-activation ResNet-18 (He et al. 2016b) in Kuang Liu's CIFAR layout: 3x3 conv stem
-    (no BN), 4 stages of 2 pre-activation blocks, 64-512 channels; 512-d features, 11.2M params.
+def preact_resnet18(small_stem: bool = True, final_act: bool = False, bias: bool = True,
+                    head: str = "global_pool", pool: int = 4) -> nn.Module:
+    """The paper's PRN18 (Table 10: 11,222,244 parameters with a 100-class Dense, equal for ImCLR,
+    so a global-pool head): pre-activation ResNet-18 (He et al. 2016b) in Kuang Liu's CIFAR layout,
+    4 stages of 2 pre-activation blocks, 64-512 channels, with a conv-BN-ReLU stem and Keras' conv
+    biases; 512-d features.
 
     Args:
-        final_act: Add BN-ReLU after the last block, as He et al. 2016b do; Kuang
-            Liu's layout (the default) pools the raw residual sum.
+        final_act: Add BN-ReLU after the last block, as He et al. 2016b do (not in the paper's count).
+        bias: Conv biases (``False``: the bias-free PyTorch layout, with a bias-free plain conv stem).
+        head, pool: ``global_pool`` (the paper's) or ``flatten`` after a ``pool`` x ``pool`` average.
     """
-    return residual_net(PreActBlock, (64, 128, 256, 512), (2, 2, 2, 2), 64, False, final_act)
+    net = residual_net(PreActBlock, (64, 128, 256, 512), (2, 2, 2, 2), 64, bias, final_act, stem_bias=bias, bias=bias)
+    return with_head(net, head, pool)
 
 
 @BACKBONES.register("seresnet18")
-def seresnet18(small_stem: bool = True, reduction: int = 16) -> nn.Module:
-    """SE-ResNet-18 (Hu et al. 2018): the CIFAR ResNet-18 layout (3x3 conv-BN-ReLU stem,
-    4 stages of 2 basic blocks, 64-512 channels, option-B shortcuts) with a
-    squeeze-and-excitation gate in every block; 512-d features, 11.3M params."""
-    return residual_net(BasicBlock, (64, 128, 256, 512), (2, 2, 2, 2), 64, True, False, se_reduction=reduction)
+def seresnet18(small_stem: bool = True, reduction: int = 16, bias: bool = True,
+               head: str = "global_pool", pool: int = 4) -> nn.Module:
+    """The paper's SRN18 (Table 10: 11,267,842 parameters with a 10-class Dense, equal for ImCLR):
+    SE-ResNet-18 (Hu et al. 2018), the CIFAR ResNet-18 layout (3x3 conv-BN-ReLU stem, 4 stages of 2
+    basic blocks, 64-512 channels, option-B shortcuts) with a squeeze-and-excitation gate in every
+    block and Keras' conv biases; 512-d features."""
+    net = residual_net(BasicBlock, (64, 128, 256, 512), (2, 2, 2, 2), 64, True, False, stem_bias=bias,
+                       se_reduction=reduction, bias=bias)
+    return with_head(net, head, pool)
 
 
 def wide_resnet(depth: int, width: int, dropout: float = 0.0) -> PooledEncoder:
     """Wide ResNet WRN-``depth``-``width`` (Zagoruyko & Komodakis 2016): 3x3 conv stem with 16
     channels, 3 stages of ``(depth - 4) / 6`` pre-activation blocks with 16k/32k/64k
-    channels, final BN-ReLU; ``feature_dim = 64 * width``."""
+    channels, final BN-ReLU; ``64 * width`` channels at stride 4."""
     if (depth - 4) % 6:
         raise ValueError(f"Wide ResNet depth must be 6n+4, got {depth}")
     n = (depth - 4) // 6
@@ -220,32 +256,16 @@ def wide_resnet(depth: int, width: int, dropout: float = 0.0) -> PooledEncoder:
 
 
 @BACKBONES.register("wrn_16_8")
-def wrn_16_8(small_stem: bool = True, dropout: float = 0.0) -> nn.Module:
-    """WRN-16-8: 2 blocks per stage, 128/256/512 channels; 512-d features, 11.0M params."""
-    return wide_resnet(16, 8, dropout)
+def wrn_16_8(small_stem: bool = True, dropout: float = 0.0, head: str = "flatten", pool: int = 8) -> nn.Module:
+    """The paper's WRN-STL10 (Table 10: 11,002,330 parameters on 96x96 STL-10 with a 10-class Dense,
+    11,048,410 with ImCLR): WRN-16-8, 2 blocks per stage, 128/256/512 channels, then average pooling
+    of 8 and Flatten (a 3x3 map of 512 at 96x96: 4,608 features; 6x3 on ImCLR's 192x96)."""
+    return with_head(wide_resnet(16, 8, dropout), head, pool)
 
 
 @BACKBONES.register("wrn_28_2")
-def wrn_28_2(small_stem: bool = True, dropout: float = 0.0) -> nn.Module:
-    """WRN-28-2: 4 blocks per stage, 32/64/128 channels; 128-d features, 1.5M params."""
-    return wide_resnet(28, 2, dropout)
-
-
-_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
-
-
-@BACKBONES.register("vgg16")
-def vgg16(small_stem: bool = True) -> nn.Module:
-    """VGG-16 with BatchNorm for CIFAR (Simonyan & Zisserman 2015; Kuang Liu's layout):
-    13 conv3x3-BN-ReLU layers, five 2x2 max-pools, no classifier; 512-d features,
-    14.7M params. The un-padded max-pools need inputs of at least 32x32."""
-    layers, in_planes = [], 3
-    for v in _VGG16:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, stride=2))
-        else:
-            layers.append(conv_bn_relu(in_planes, v))
-            in_planes = v
-    model = PooledEncoder(nn.Sequential(*layers), in_planes, 32)
-    model.small_stem = True
-    return model
+def wrn_28_2(small_stem: bool = True, dropout: float = 0.0, head: str = "global_pool", pool: int = 8) -> nn.Module:
+    """The paper's WRN-CIFAR10-SSL (Table 10: 1,467,610 parameters with a 10-class Dense, equal for
+    ImCLR: global pooling): WRN-28-2 as in Oliver et al. 2018, 4 blocks per stage, 32/64/128
+    channels; 128-d features."""
+    return with_head(wide_resnet(28, 2, dropout), head, pool)

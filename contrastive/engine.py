@@ -15,13 +15,12 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from contrastive.backbones import check_input_size
@@ -32,10 +31,13 @@ from contrastive.data import DatasetSplits, build_dataset
 from contrastive.data.module import ArrayDataModule
 from contrastive.data.resume import RestoreBatchPosition
 from contrastive.errors import ConfigError
+from contrastive.hardware import resolve_precision
 from contrastive.method import DataInfo, Method
 from contrastive.optim import validate_optim_config
 from contrastive.plots import plot_training_curves
 from contrastive.registry import BACKBONES, DATASETS, METHODS
+from contrastive.tracking import (attach_train_log, build_loggers, detach_train_log, finish_loggers, hyperparameters,
+                                  validate_loggers, write_run_record)
 
 log = logging.getLogger("contrastive")
 
@@ -62,6 +64,7 @@ class Run:
     splits: DatasetSplits
     run_dir: Path
     resume_from: Optional[Path]
+    overrides: Sequence[str] = ()  # the command line's overrides (recorded in the run folder)
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -71,8 +74,9 @@ def validate_config(cfg: DictConfig) -> None:
     DATASETS.get(cfg.dataset.name)
     if int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    if int(cfg.trainer.max_epochs) < 1:
-        raise ConfigError(f"trainer.max_epochs must be >= 1, got {cfg.trainer.max_epochs}")
+    max_steps = int(cfg.trainer.get("max_steps", -1) or -1)
+    if int(cfg.trainer.max_epochs) < 1 and not (int(cfg.trainer.max_epochs) == -1 and max_steps > 0):
+        raise ConfigError(f"trainer.max_epochs must be >= 1 (or -1 with trainer.max_steps > 0), got {cfg.trainer.max_epochs}")
     if cfg.trainer.on_nonfinite not in NONFINITE_POLICIES:
         raise ConfigError(f"trainer.on_nonfinite='{cfg.trainer.on_nonfinite}' is not valid; choose one of {', '.join(NONFINITE_POLICIES)}")
     if cfg.knn.enabled and (int(cfg.knn.k) < 1 or float(cfg.knn.temperature) <= 0 or int(cfg.knn.every_n_epochs) < 1):
@@ -84,14 +88,50 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError("trainer.sync_batchnorm=true needs GPUs (PyTorch's SyncBatchNorm has no CPU kernel); "
                           "set trainer.sync_batchnorm=false on CPU")
     validate_optim_config(cfg.optimizer, cfg.scheduler, int(cfg.trainer.max_epochs))
+    validate_loggers(cfg)
+    check_trainer_options(cfg)
 
 
-def resolve_resume(cfg: DictConfig) -> Optional[Path]:
-    """``resume`` -> the checkpoint to continue from (checked), or None for a new run."""
+def trainer_options(cfg: DictConfig) -> Dict[str, Any]:
+    """``trainer.*`` keys that are ``pytorch_lightning.Trainer`` arguments, as given."""
+    from contrastive.hydra_app import trainer_parameters
+
+    params = set(trainer_parameters())
+    return {str(k): OmegaConf.to_object(v) if OmegaConf.is_config(v) else v
+            for k, v in cfg.trainer.items() if k in params and k not in ("precision", "logger", "callbacks", "plugins")}
+
+
+def check_trainer_options(cfg: DictConfig) -> None:
+    """Let Lightning judge the Trainer arguments now (one line), not after the data is built."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    options = {k: v for k, v in trainer_options(cfg).items()
+               if k not in ("accelerator", "devices", "num_nodes", "strategy", "sync_batchnorm")}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pl.Trainer(**options, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                       enable_progress_bar=False, enable_model_summary=False)
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+        raise ConfigError(f"invalid trainer option: {message}") from None
+
+
+def resolve_resume(cfg: DictConfig, run_dir: Optional[Path] = None, own_folder_only: bool = False) -> Optional[Path]:
+    """``resume`` -> the checkpoint to continue from (checked), or None for a new run.
+
+    ``resume=auto`` takes ``<run_dir>/checkpoints/last.ckpt`` when the run folder (a fixed
+    ``hydra.run.dir``, or a sweep job's folder) has one, else, unless ``own_folder_only``
+    (sweep jobs), the newest ``last.ckpt`` of ``<output_dir>/<run_name>``.
+    """
     if cfg.resume in (None, "", "none", False):
         return None
     if cfg.resume == "auto":
-        path = find_latest_checkpoint(Path(cfg.output_dir) / cfg.run_name)
+        own = run_dir / "checkpoints" / "last.ckpt" if run_dir is not None else None
+        if own is not None and own.is_file():
+            path = own
+        else:
+            path = None if own_folder_only else find_latest_checkpoint(Path(cfg.output_dir) / cfg.run_name)
         if path is None:
             log.info("resume=auto: no earlier run of '%s' under %s; starting a new run", cfg.run_name, cfg.output_dir)
             return None
@@ -101,9 +141,11 @@ def resolve_resume(cfg: DictConfig) -> Optional[Path]:
     return path
 
 
-def _make_run_dir(cfg: DictConfig, resume_from: Optional[Path]) -> Path:
+def _make_run_dir(cfg: DictConfig, resume_from: Optional[Path], run_dir: Optional[Path] = None) -> Path:
     if resume_from is not None and resume_from.parent.name == "checkpoints":
         run_dir = resume_from.parent.parent
+    elif run_dir is not None:
+        pass  # the Hydra app's run folder (hydra.run.dir, or the sweep job's folder)
     elif os.environ.get("CONTRASTIVE_RUN_DIR") and os.environ.get("LOCAL_RANK", "0") != "0":
         run_dir = Path(os.environ["CONTRASTIVE_RUN_DIR"])  # a DDP process Lightning started: rank 0's folder
     else:
@@ -119,8 +161,15 @@ def _make_run_dir(cfg: DictConfig, resume_from: Optional[Path]) -> Path:
     return run_dir
 
 
-def prepare_run(cfg: DictConfig) -> Run:
+def prepare_run(cfg: DictConfig, run_dir: Optional[Path] = None, overrides: Sequence[str] = (),
+                own_folder_only: bool = False) -> Run:
     """Validate everything and build data, model and output folder; nothing is trained.
+
+    Args:
+        cfg: A config from :func:`contrastive.config.load_config` (or the Hydra app).
+        run_dir: The run folder; default ``<output_dir>/<run_name>/<timestamp>``.
+        overrides: The command line's overrides, recorded in the run folder.
+        own_folder_only: ``resume=auto`` looks only in ``run_dir`` (sweep jobs).
 
     Raises:
         ContrastiveError: On any bad input, with a one-line message.
@@ -129,7 +178,7 @@ def prepare_run(cfg: DictConfig) -> Run:
     import_plugins(cfg.plugins, names=(cfg.method.name, cfg.backbone.name, cfg.dataset.name))
     load_builtin_methods()
     validate_config(cfg)
-    resume_from = resolve_resume(cfg)
+    resume_from = resolve_resume(cfg, run_dir, own_folder_only)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     splits = build_dataset(cfg.dataset)
     method_cls = METHODS.get(cfg.method.name)
@@ -146,18 +195,16 @@ def prepare_run(cfg: DictConfig) -> Run:
     check_input_size(model.backbone, *model.input_size())
     if resume_from is not None:  # another backbone/width: one error line now, not a size-mismatch traceback later
         check_checkpoint_fits(load_checkpoint(resume_from), model, resume_from)
-    run_dir = _make_run_dir(cfg, resume_from)
+    run_dir = _make_run_dir(cfg, resume_from, run_dir)
     if resume_from is not None:
         for name in remove_stale_temp_files(run_dir / "checkpoints"):
             log.info("removed %s, left by a run killed while saving", name)
-    return Run(cfg, model, splits, run_dir, resume_from)
+    return Run(cfg, model, splits, run_dir, resume_from, tuple(overrides))
 
 
 def _precision(cfg: DictConfig) -> str:
-    if cfg.trainer.precision != "auto":
-        return str(cfg.trainer.precision)
-    on_gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
-    return "bf16-mixed" if on_gpu else "32-true"
+    """``trainer.precision``; ``auto`` is chosen by :func:`contrastive.hardware.resolve_precision`."""
+    return resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> pl.Trainer:
@@ -178,14 +225,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> pl.Traine
     if t.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, int(t.log_every_n_steps))))
     kwargs: Dict[str, Any] = dict(
-        max_epochs=int(t.max_epochs), accelerator=t.accelerator, devices=t.devices, num_nodes=int(t.num_nodes),
-        strategy=t.strategy, precision=_precision(cfg), sync_batchnorm=bool(t.sync_batchnorm),
-        logger=[CSVLogger(run_dir, name="", version="logs"), TensorBoardLogger(run_dir, name="", version="tensorboard")],
-        callbacks=callbacks, plugins=[AtomicCheckpointIO()], default_root_dir=run_dir,
         check_val_every_n_epoch=int(cfg.knn.every_n_epochs), limit_val_batches=1.0 if cfg.knn.enabled else 0,
-        log_every_n_steps=int(t.log_every_n_steps), deterministic=bool(t.deterministic),
-        enable_progress_bar=bool(t.progress_bar), num_sanity_val_steps=int(t.num_sanity_val_steps),
-        use_distributed_sampler=False, enable_model_summary=False,
+        enable_model_summary=False,
+    )
+    kwargs.update(trainer_options(cfg))  # every Trainer argument of the config (trainer.gradient_clip_val, ...)
+    kwargs.update(
+        precision=_precision(cfg), logger=False if "logger" in overrides else build_loggers(cfg, run_dir), callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()], default_root_dir=run_dir, enable_progress_bar=bool(t.progress_bar),
+        use_distributed_sampler=False,
     )
     kwargs.update(overrides)
     return pl.Trainer(**kwargs)
@@ -199,11 +246,28 @@ def _knn(trainer: pl.Trainer, model: Method, datamodule: ArrayDataModule) -> Opt
 def fit(run: Run) -> Dict[str, Any]:
     """Train, checkpoint, and return a summary (also written to ``summary.json``)."""
     cfg, model = run.cfg, run.model
-    (run.run_dir / "config.yaml").write_text(to_yaml(cfg))
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only  # rank from RANK/LOCAL_RANK/SLURM_PROCID
+
+    rank_zero = int(getattr(rank_zero_only, "rank", 0) or 0) == 0
+    log_handler = attach_train_log(run.run_dir) if rank_zero else None
+    try:
+        return _fit(run, rank_zero)
+    finally:
+        if log_handler is not None:
+            detach_train_log(log_handler)
+
+
+def _fit(run: Run, rank_zero: bool) -> Dict[str, Any]:
+    cfg, model = run.cfg, run.model
+    if rank_zero:
+        (run.run_dir / "config.yaml").write_text(to_yaml(cfg))
+        write_run_record(run.run_dir, run.overrides)
     datamodule = ArrayDataModule(run.splits, int(cfg.batch_size), int(cfg.seed), batch_sampler_factory=model.batch_sampler_factory(),
                                  data_on_device=str(cfg.trainer.get("data_on_device", "auto")))
-    summary: Dict[str, Any] = {"run_dir": str(run.run_dir), "method": cfg.method.name}
+    summary: Dict[str, Any] = {"run_dir": str(run.run_dir), "method": cfg.method.name, "overrides": list(run.overrides)}
     trainer = build_trainer(cfg, run.run_dir)
+    for logger in trainer.loggers:  # the resolved config, visible in TensorBoard/W&B/MLflow/hparams.yaml
+        logger.log_hyperparams(hyperparameters(cfg, run.overrides))
     os.environ["CONTRASTIVE_RUN_DIR"] = str(run.run_dir)  # inherited by the DDP processes Lightning starts
     if cfg.knn.enabled and cfg.knn.random_init_baseline and run.resume_from is None:
         probe = build_trainer(cfg, run.run_dir, logger=False, callbacks=[], enable_progress_bar=False)
@@ -232,4 +296,5 @@ def fit(run: Run) -> Dict[str, Any]:
             summary["curves_png"] = str(plot_training_curves(metrics_csv, run.run_dir / "curves.png",
                                                                    summary.get("knn_top1_random_init")))
         (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    finish_loggers(trainer.loggers)
     return summary

@@ -10,7 +10,7 @@ reported, by :func:`cluster_stats`.
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -19,17 +19,20 @@ from contrastive.errors import ConfigError
 
 
 def kmeans(
-    features: torch.Tensor, k: int, niter: int = 10, seed: int = 0, max_points_per_centroid: int = 256
+    features: torch.Tensor, k: int, niter: int = 20, seed: int = 0, max_points_per_centroid: Optional[int] = None
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Cluster L2-normalised rows of ``features`` into ``k`` spherical clusters.
 
     Args:
         features: float ``[N, D]`` on any device; rows are L2-normalised here.
         k: Number of clusters, ``2 <= k <= N``.
-        niter: Lloyd iterations (PCL uses 20; 10 is close and twice as fast).
-        seed: Seed of the initialisation and of the subsample.
-        max_points_per_centroid: faiss trains on at most ``k x`` this many points
-            (a seed-fixed subsample); every point is assigned afterwards.
+        niter: Lloyd iterations (20: PCL's and the SPCL authors' ``clustering.py``).
+        seed: Seed of the initialisation (and of the subsample, if any).
+        max_points_per_centroid: ``None`` (default): the centroids are fitted on all ``N``
+            points, as SPCL's "We concatenate all the embedded features and conduct the
+            clustering". A number: faiss fits on at most ``k x`` that many points (a
+            seed-fixed subsample), an option for very large sets; every point is assigned
+            afterwards either way.
 
     Returns:
         ``(assignments int64 [N] in [0, k), centroids float32 [k, D])``, on the CPU;
@@ -45,9 +48,11 @@ def kmeans(
         raise ConfigError(f"k-means needs 2 <= k <= number of samples, got k={k} for {n} samples")
     x = torch.nn.functional.normalize(features.detach().float(), dim=1).cpu().numpy()
     x = np.ascontiguousarray(x, dtype=np.float32)
+    # faiss subsamples when N > k x max_points_per_centroid; a cap of ceil(N / k) never does.
+    cap = -(-n // int(k)) if max_points_per_centroid is None else int(max_points_per_centroid)
     km = faiss.Kmeans(
         d, int(k), niter=int(niter), seed=int(seed), spherical=True, min_points_per_centroid=1,
-        max_points_per_centroid=int(max_points_per_centroid), verbose=False,
+        max_points_per_centroid=cap, verbose=False,
     )
     km.train(x)
     _, nearest = km.index.search(x, 1)  # [N, 1]; the index holds the final centroids

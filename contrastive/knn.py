@@ -44,6 +44,7 @@ def knn_scores(
     temperature: float = 0.1,
     chunk_size: int = 2048,
     backend: str = "torch",
+    amp: bool = False,
 ) -> torch.Tensor:
     """Class scores of every query.
 
@@ -62,6 +63,10 @@ def knn_scores(
             9.0 s (medians of 3, identical predictions; benchmarks/results/bench_eval-cpu.json);
             faiss-cpu cannot use a GPU (the bank and queries would have to leave the
             device), so GPU tensors use torch.
+        amp: torch backend only: the similarity matmul in bf16 (scores and votes stay fp32).
+            The kNN monitor turns it on where bf16 is native (a CPU with AVX-512 BF16/AMX,
+            ``contrastive.hardware.resolve_eval_amp``); bf16 rounds a cosine similarity by up
+            to ~0.004, so near-ties among the k neighbours may swap.
 
     Returns:
         ``[M, C]`` summed vote weights.
@@ -83,8 +88,12 @@ def knn_scores(
         votes = torch.zeros(queries.shape[0], num_classes)  # [M, C]
         return votes.scatter_add_(1, labels.cpu()[top_idx], (top_sims / temperature).exp())
     out = []
+    bank_lp = bank.bfloat16() if amp else None  # [N, D], converted once
     for start in range(0, queries.shape[0], chunk_size):
-        sims = queries[start : start + chunk_size] @ bank.T  # [m, N]
+        if amp:
+            sims = (queries[start : start + chunk_size].bfloat16() @ bank_lp.T).float()  # [m, N]
+        else:
+            sims = queries[start : start + chunk_size] @ bank.T  # [m, N]
         top_sims, top_idx = sims.topk(k, dim=1)  # [m, k]
         weights = (top_sims / temperature).exp()  # [m, k]
         votes = torch.zeros(sims.shape[0], num_classes, device=bank.device)  # [m, C]
@@ -102,9 +111,10 @@ def knn_accuracy(
     k: int = 200,
     temperature: float = 0.1,
     backend: str = "torch",
+    amp: bool = False,
 ) -> tuple[float, float]:
-    """Top-1 and top-5 accuracy (in %) of weighted kNN (``backend`` as in :func:`knn_scores`)."""
-    scores = knn_scores(train_features, train_labels, query_features, num_classes, k, temperature, backend=backend)
+    """Top-1 and top-5 accuracy (in %) of weighted kNN (``backend``, ``amp`` as in :func:`knn_scores`)."""
+    scores = knn_scores(train_features, train_labels, query_features, num_classes, k, temperature, backend=backend, amp=amp)
     return topk_accuracy(scores, query_labels.to(scores.device))
 
 

@@ -20,16 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from contrastive.augment import EvalTransform, build_augment
 from contrastive.backbones import create_backbone
 from contrastive.errors import ConfigError
+from contrastive.hardware import resolve_channels_last, resolve_eval_amp
 from contrastive.knn import knn_accuracy
+from contrastive.nonfinite import NonFiniteGuard, NonFiniteLossError, format_terms  # noqa: F401 (NonFiniteLossError: public here)
 from contrastive.optim import build_optimizer, build_scheduler, scaled_lr
 
 log = logging.getLogger(__name__)
 
 Batch = Tuple[Any, torch.Tensor, torch.Tensor]  # (images or views, labels [B], sample indices [B])
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised when a loss is NaN/inf and ``trainer.on_nonfinite=error``."""
 
 
 @dataclass
@@ -64,7 +62,9 @@ class Method(pl.LightningModule):
         )
         self.augment = build_augment(OmegaConf.to_container(cfg.augment), data.image_size, data.mean, data.std)
         self.eval_transform = EvalTransform(data.image_size, data.mean, data.std)
-        self.channels_last = bool(cfg.trainer.get("channels_last", False))
+        # auto: where measured faster (contrastive/hardware.py); inputs only, the weights keep their layout
+        self.channels_last = resolve_channels_last(cfg.trainer.get("channels_last", False), cfg.trainer.get("accelerator", "auto"))
+        self._nonfinite = NonFiniteGuard()  # on_nonfinite=error: checked at logging intervals, not every step
         self._knn_outputs: Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]] = {}
 
     # ---------------------------------------------------------------- hooks for methods
@@ -77,9 +77,19 @@ class Method(pl.LightningModule):
         raise NotImplementedError
 
     def make_views(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[Any, torch.Tensor]:
-        """uint8 ``[B,3,H,W]`` -> training input. Default: ``method.num_views`` strong views."""
+        """uint8 ``[B,3,H,W]`` -> training input. Default: ``method.num_views`` strong views.
+        Streamed batches (``dataset.storage=stream``) are ``[B, V, 3, S, S]`` crops: only the
+        photometric part of the augmentation is left to do here."""
+        if images.ndim == 5:
+            from contrastive.data.stream import stream_views
+
+            return [self._to_memory_format(v) for v in stream_views(self.augment, images)], labels
         views = [self._to_memory_format(self.augment(images)) for _ in range(int(self.cfg.method.get("num_views", 2)))]
         return views, labels
+
+    def stream_views(self) -> int:
+        """Crops per image a streamed training batch carries (``[B, V, 3, S, S]``)."""
+        return int(self.cfg.method.get("num_views", 2))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Representation of normalised float images ``[B,3,H,W]`` -> ``[B, D]``, used by the
@@ -146,16 +156,15 @@ class Method(pl.LightningModule):
         losses = self.training_losses(views, labels, indices)
         loss = losses["loss"]
         policy = self.cfg.trainer.on_nonfinite
-        if policy != "off" and not self._loss_is_finite(loss):
-            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-            if policy == "skip":
-                log.warning("step %d: non-finite loss (%s); step skipped", self.global_step, terms)
-                self.log("skipped_steps", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
-                return None
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {self.current_epoch}, step {self.global_step}: {terms}; "
-                "the last good checkpoint is kept (set trainer.on_nonfinite=skip to skip such steps)"
-            )
+        if policy == "skip" and not self._loss_is_finite(loss):  # must know before the optimizer step: syncs
+            log.warning("step %d: non-finite loss (%s); step skipped", self.global_step, format_terms(losses))
+            self.log("skipped_steps", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
+            return None
+        if policy == "error":  # no sync here: checked at the logging interval (contrastive/nonfinite.py)
+            self._nonfinite.record(self.current_epoch, self.global_step, losses)
+            every = int(self._trainer.log_every_n_steps) if self._trainer is not None else 1
+            if self._nonfinite.due(self.global_step, every):
+                self._nonfinite.check(self._trainer)
         batch_size = len(indices)
         for name, value in losses.items():
             key = "train_loss" if name == "loss" else f"train/{name}"
@@ -171,12 +180,24 @@ class Method(pl.LightningModule):
             lr, self.cfg.optimizer.lr, self.cfg.optimizer.lr_scaling, global_batch,
         )
         optimizer = build_optimizer(self.cfg.optimizer, self.trainable_modules(), lr)
-        max_epochs = int(self.trainer.max_epochs)
-        steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": build_scheduler(self.cfg.scheduler, optimizer, steps_per_epoch, max_epochs)}
+        # Lightning's estimate honours max_epochs, max_steps, limit_train_batches and
+        # accumulate_grad_batches: the schedule spans the optimizer steps the run will take.
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        batches = self.trainer.num_training_batches  # set by the estimate above
+        if batches == float("inf"):
+            steps_per_epoch = total_steps
+        else:
+            steps_per_epoch = max(1, -(-int(batches) // int(self.trainer.accumulate_grad_batches)))
+        schedule = build_scheduler(self.cfg.scheduler, optimizer, steps_per_epoch, total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     # ---------------------------------------------------------------- kNN monitor
+    def on_train_epoch_end(self) -> None:
+        """Runs before the epoch's checkpoints (Lightning calls checkpoint callbacks after the module)."""
+        self._nonfinite.check(self._trainer)
+
     def on_validation_epoch_start(self) -> None:
+        self._nonfinite.check(self._trainer)  # the kNN monitor at an epoch's end runs before on_train_epoch_end
         self._knn_outputs = {0: [], 1: []}
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -204,12 +225,14 @@ class Method(pl.LightningModule):
         top1, top5 = knn_accuracy(
             bank[labeled], bank_labels[labeled], queries, query_labels, self.data.num_classes,
             k=min(int(self.cfg.knn.k), int(labeled.sum())), temperature=float(self.cfg.knn.temperature),
+            amp=resolve_eval_amp("auto", bank.device),
         )
         self.log_dict({"knn_top1": top1, "knn_top5": top5}, prog_bar=True, rank_zero_only=False, sync_dist=False)
         self._knn_outputs = {}
 
     # ---------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        self._nonfinite.check(self._trainer)  # never save weights a non-finite step has touched
         # Plain containers only, so the file loads with torch.load(weights_only=True).
         checkpoint["contrastive"] = {
             "method": str(self.cfg.method.name),

@@ -6,6 +6,7 @@ Schedules are pure functions of the step (nanoGPT style): resuming a run at step
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Dict, Iterable, List, Sequence
 
@@ -14,6 +15,8 @@ from lightly.utils.lars import LARS
 from torch import nn
 
 from contrastive.errors import ConfigError
+
+log = logging.getLogger("contrastive")
 
 OPTIMIZERS = ("lars", "sgd", "adamw")
 SCHEDULERS = ("warmup_cosine", "step", "constant")
@@ -96,10 +99,25 @@ def step_decay(step: int, steps_per_epoch: int, milestones: Sequence[int], gamma
     return gamma ** sum(epoch >= m for m in milestones)
 
 
-def lr_multiplier(cfg: Any, step: int, steps_per_epoch: int, max_epochs: int) -> float:
-    """The ``scheduler`` config's multiplier at optimizer step ``step``."""
+#: A warm-up longer than the run is cut to this share of the run (one warning line).
+MAX_WARMUP_SHARE = 0.1
+
+
+def warmup_steps(cfg: Any, steps_per_epoch: int, total_steps: int) -> int:
+    """Warm-up length in optimizer steps: ``warmup_epochs x steps_per_epoch``, cut to
+    ``MAX_WARMUP_SHARE`` of the run when it would last as long as the run or longer
+    (a ``trainer.max_epochs=1`` smoke run of a 10-warm-up-epoch recipe just works)."""
+    steps = int(float(cfg.warmup_epochs) * steps_per_epoch)
+    if steps >= total_steps:
+        return int(MAX_WARMUP_SHARE * total_steps)
+    return steps
+
+
+def lr_multiplier(cfg: Any, step: int, steps_per_epoch: int, total_steps: int) -> float:
+    """The ``scheduler`` config's multiplier at optimizer step ``step`` of a run of
+    ``total_steps`` optimizer steps (``trainer.max_steps`` or epochs x steps per epoch)."""
     if cfg.name == "warmup_cosine":
-        return warmup_cosine(step, steps_per_epoch * max_epochs, int(cfg.warmup_epochs * steps_per_epoch), float(cfg.final_lr_ratio))
+        return warmup_cosine(step, total_steps, warmup_steps(cfg, steps_per_epoch, total_steps), float(cfg.final_lr_ratio))
     if cfg.name == "step":
         return step_decay(step, steps_per_epoch, list(cfg.milestones), float(cfg.gamma))
     if cfg.name == "constant":
@@ -107,10 +125,15 @@ def lr_multiplier(cfg: Any, step: int, steps_per_epoch: int, max_epochs: int) ->
     raise ConfigError(f"unknown scheduler '{cfg.name}'; valid choices: {', '.join(SCHEDULERS)}")
 
 
-def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, steps_per_epoch: int, max_epochs: int) -> Dict[str, Any]:
+def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, steps_per_epoch: int, total_steps: int) -> Dict[str, Any]:
     """A per-step ``LambdaLR`` wrapped in Lightning's scheduler dict."""
+    steps_per_epoch, total_steps = max(1, int(steps_per_epoch)), max(1, int(total_steps))
+    if cfg.name == "warmup_cosine" and warmup_steps(cfg, steps_per_epoch, total_steps) < int(float(cfg.warmup_epochs) * steps_per_epoch):
+        log.warning("scheduler.warmup_epochs=%s (%d steps) is not shorter than the run (%d steps): warm-up cut to %d steps "
+                    "(%d%% of the run)", cfg.warmup_epochs, int(float(cfg.warmup_epochs) * steps_per_epoch), total_steps,
+                    warmup_steps(cfg, steps_per_epoch, total_steps), round(100 * MAX_WARMUP_SHARE))
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(cfg, step, steps_per_epoch, max_epochs)
+        optimizer, lambda step: lr_multiplier(cfg, step, steps_per_epoch, total_steps)
     )
     return {"scheduler": schedule, "interval": "step", "frequency": 1}
 
@@ -127,9 +150,7 @@ def validate_optim_config(opt: Any, sched: Any, max_epochs: int) -> None:
         raise ConfigError(f"optimizer.momentum must be in [0, 1), got {opt.momentum}")
     if sched.name not in SCHEDULERS:
         raise ConfigError(f"unknown scheduler '{sched.name}'; valid choices: {', '.join(SCHEDULERS)}")
-    if sched.name == "warmup_cosine" and not 0 <= sched.warmup_epochs < max_epochs:
-        raise ConfigError(
-            f"scheduler.warmup_epochs={sched.warmup_epochs} must be >= 0 and below trainer.max_epochs={max_epochs}"
-        )
+    if sched.name == "warmup_cosine" and not sched.warmup_epochs >= 0:
+        raise ConfigError(f"scheduler.warmup_epochs must be >= 0, got {sched.warmup_epochs}")
     if sched.name == "step" and not 0 < sched.gamma <= 1:
         raise ConfigError(f"scheduler.gamma must be in (0, 1], got {sched.gamma}")

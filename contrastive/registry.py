@@ -17,7 +17,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
 
+from contrastive.errors import ConfigError
+
 T = TypeVar("T")
+
+
+class UnknownNameError(ConfigError):
+    """A name no entry is registered under (a ``ValueError``, printed as one line by the CLIs)."""
 
 
 class Registry:
@@ -25,10 +31,12 @@ class Registry:
 
     Args:
         kind: What the registry holds, used in error messages ("method", "backbone").
+        hint: Appended to the unknown-name error (e.g. how plugins register names).
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, hint: str = "") -> None:
         self.kind = kind
+        self.hint = hint
         self._entries: Dict[str, Any] = {}
 
     def register(self, name: Optional[str] = None) -> Callable[[T], T]:
@@ -60,11 +68,11 @@ class Registry:
         """Return the factory registered as ``name``.
 
         Raises:
-            ValueError: If ``name`` is unknown; the message lists the valid choices.
+            UnknownNameError: If ``name`` is unknown; the message lists the valid choices.
         """
         if name not in self._entries:
-            raise ValueError(
-                f"unknown {self.kind} '{name}'; valid choices: {', '.join(self.names()) or '(none)'}"
+            raise UnknownNameError(
+                f"unknown {self.kind} '{name}'; valid choices: {', '.join(self.names()) or '(none)'}{self.hint}"
             )
         return self._entries[name]
 
@@ -94,6 +102,11 @@ def _qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
-METHODS = Registry("method")
-BACKBONES = Registry("backbone")
-DATASETS = Registry("dataset")
+def _plugin_hint(kind: str) -> str:
+    return (f" (a {kind} from a plugin registers when its module is imported: plugins=[my_module or file.py], "
+            f"or an installed package's 'contrastive.methods' entry point named '<{kind} name>')")
+
+
+METHODS = Registry("method", _plugin_hint("method"))
+BACKBONES = Registry("backbone", _plugin_hint("backbone"))
+DATASETS = Registry("dataset", _plugin_hint("dataset"))

@@ -7,8 +7,17 @@ replacement and concatenated along the height (image 1 on top), and the target i
 their one-hot labels; loss (cross-entropy, here with soft targets), hyper-parameters and
 architecture are those of the base recipe, only the input is ``k*S x S``. ``k=1`` is standard
 supervised training. At test time an image is concatenated with itself (``k`` copies);
-``method.tta=flip`` alternates it with its horizontal flip. ``method.control=same_image`` is the
-paper's control: ``k`` independent augmentations of the *same* image.
+``method.tta=flip`` alternates it with its horizontal flip; with ``k=1`` it is the paper's Table 9
+"Base + flips": the mean output (softmax) of an image and its flipped counterpart.
+``method.control=same_image`` is the paper's control: ``k`` independent augmentations of the
+*same* image.
+
+Networks. The paper's nets (Appendix Table 10; ``contrastive/backbones_keras.py``) end in a fixed
+average pooling and a Flatten for RN20/RN56/VGG16/WRN-16-8: on the ``k*S x S`` input their head
+sees a ``k x 1`` map, so the classifier (``Dense``) has ``k`` times the inputs and the top and the
+bottom image reach different weights. Such a backbone is re-sized here for ``k*S x S``
+(``configure_input``); the kNN monitor and ``linear_eval.py`` get its features of the
+self-concatenated test input through :meth:`ImCLR.embed`.
 
 Sampling. The paper samples the ``k`` images of an input from the dataset with replacement. Here
 slot 1 (the top image) of the ``B`` inputs of a step is the shuffled batch itself, in order, so
@@ -23,10 +32,12 @@ correlated (each batch image appears ``k`` times on average), which does not cha
 loss.
 
 Strong augmentation (``method.mix``, ``method.autoaugment``) is applied to each image before the
-concatenation: AutoAugment on the uint8 images (before the crop/flip, since torchvision's works on
-uint8), then the crop/flip, then CutMix/MixUp within each of the ``k`` slots (one torchvision call
-per slot: its own coefficient and box; each image mixes with the previous image of its slot),
-then the concatenation, whose target is the mean of the ``k`` (soft) targets.
+concatenation. The paper applies AutoAugment (Table 7) "after other augmentations, and before
+normalization and ImCLR": here the crop/flip comes first (un-normalised, then rounded to uint8 for
+torchvision's AutoAugment), then AutoAugment, then normalisation, then CutMix/MixUp within each
+of the ``k`` slots (one torchvision call per slot: its own coefficient and box; each image mixes
+with the previous image of its slot), then the concatenation, whose target is the mean of the
+``k`` (soft) targets.
 
 Validation logs, next to the kNN monitor of the base class, the classifier's accuracy and test
 error on the val split (``val_top1``, ``val_error`` in %) with the same test-time input.
@@ -71,6 +82,8 @@ class ImCLR(Method):
         m = cfg.method
         self.k, self.control, self.tta = int(m.k), str(m.control), str(m.tta)
         self.num_classes = int(data.num_classes)
+        if hasattr(self.backbone, "configure_input"):  # a flatten head: size it for the k*S x S input
+            self.backbone.configure_input(*self.input_size())
         self.classifier = nn.Linear(self.backbone.feature_dim, self.num_classes)
         self.mix = BatchMix(str(m.mix), float(m.mix_alpha), float(m.mix_prob))
         self.autoaugment = PerImageAutoAugment("cifar10", int(m.autoaugment_group)) if bool(m.autoaugment) else None
@@ -88,8 +101,9 @@ class ImCLR(Method):
             raise ConfigError(f"method.control='{m.control}' is not valid; choose one of {', '.join(CONTROLS)}")
         if m.tta not in TTAS:
             raise ConfigError(f"method.tta='{m.tta}' is not valid; choose one of {', '.join(TTAS)}")
-        if m.tta == "flip" and m.k < 2:
-            raise ConfigError("method.tta=flip concatenates an image with its flip and needs method.k >= 2, got k=1")
+        if bool(m.autoaugment) is True and str(cfg.augment.name) != "supervised":
+            raise ConfigError(f"method.autoaugment=true runs between the crop/flip and the normalisation of augment=supervised, "
+                              f"got augment={cfg.augment.name}")
         if m.mix not in MIXES:
             raise ConfigError(f"method.mix='{m.mix}' is not valid; choose one of {', '.join(MIXES)}")
         if not float(m.mix_alpha) > 0 or not 0 <= float(m.mix_prob) <= 1:
@@ -100,6 +114,10 @@ class ImCLR(Method):
             raise ConfigError(f"method.autoaugment_group must be an integer >= 1, got {m.autoaugment_group!r}")
         if data.num_classes < 2:
             raise ConfigError(f"ImCLR needs a labeled dataset with at least 2 classes, got {data.num_classes}")
+
+    def stream_views(self) -> int:
+        """Streamed batches carry ``k`` crops per image: one for each slot it may fill."""
+        return self.k
 
     def input_size(self) -> Tuple[int, int]:
         """``(k*S, S)``: k images of ``S x S`` stacked along the height."""
@@ -129,7 +147,8 @@ class ImCLR(Method):
         if tuple(out.shape) != (1, self.backbone.feature_dim):
             raise ConfigError(
                 f"backbone '{name}' gives features of shape {tuple(out.shape)} for {what}, expected "
-                f"(1, {self.backbone.feature_dim}); ImCLR needs a backbone that ends in global pooling"
+                f"(1, {self.backbone.feature_dim}); ImCLR needs a backbone that ends in global pooling or a "
+                "head sized with configure_input(height, width)"
             )
 
     # ---------------------------------------------------------------- training input
@@ -147,9 +166,16 @@ class ImCLR(Method):
         b = images.shape[0]
         idx = self.draw_indices(b, images.device).reshape(-1)  # [k*B], slot-major
         picked = images if self.k == 1 else images.index_select(0, idx)  # uint8 [kB, 3, H, W]
-        if self.autoaugment is not None:
-            picked = self.autoaugment(picked)
-        x = self.augment(picked)  # float [kB, 3, S, S], independent crop/flip per image
+        if images.ndim == 5:  # dataset.storage=stream: [B, k, 3, S, S] crops made per image in the workers
+            from contrastive.data.stream import slot_views
+
+            x = slot_views(self.augment, self.autoaugment, picked, b)  # float [kB, 3, S, S]
+        elif self.autoaugment is not None:  # crop/flip, then AutoAugment, then normalisation (paper Sec. 3.5)
+            x = self.augment(picked, normalise=False)  # float [kB, 3, S, S] in [0, 1]
+            x = self.autoaugment(x.mul(255.0).round_().to(torch.uint8))  # uint8 [kB, 3, S, S]
+            x = self.augment.normalise(x.float().div_(255.0))  # [kB, 3, S, S]
+        else:
+            x = self.augment(picked)  # float [kB, 3, S, S], independent crop/flip per image
         targets = one_hot(labels.index_select(0, idx) if self.k > 1 else labels, self.num_classes)  # [kB, C]
         if self.mix.transform is not None:  # CutMix / MixUp within each slot, before concatenation
             parts = [self.mix(xs, ts) for xs, ts in zip(x.split(b), targets.split(b))]
@@ -172,12 +198,23 @@ class ImCLR(Method):
         flipped = images.flip(-1) if tta == "flip" else images
         return self._to_memory_format(torch.cat([flipped if i % 2 else images for i in range(self.k)], dim=2))
 
+    def _base_flips(self, tta: str | None) -> bool:
+        """k=1 with tta=flip: Table 9's "Base + flips" (average over the image and its flip)."""
+        return self.k == 1 and (self.tta if tta is None else tta) == "flip"
+
     def embed(self, images: Tensor, tta: str | None = None) -> Tensor:
-        """Backbone features ``[B, D]`` of the test-time input (used by kNN and linear_eval.py)."""
+        """Backbone features ``[B, D]`` of the test-time input (used by kNN and linear_eval.py);
+        for "Base + flips" the mean of the image's and its flip's features."""
+        if self._base_flips(tta):
+            return 0.5 * (self.backbone(images) + self.backbone(images.flip(-1)))  # [B, D]
         return self.backbone(self.test_input(images, tta))
 
     def predict(self, images: Tensor, tta: str | None = None) -> Tensor:
-        """Class logits ``[B, C]`` of normalised ``[B, 3, S, S]`` images."""
+        """Class scores ``[B, C]`` of normalised ``[B, 3, S, S]`` images: logits, or for "Base +
+        flips" the log of the mean softmax output of the image and its flip (the paper's Table 9)."""
+        if self._base_flips(tta):
+            logits = torch.stack([self.classifier(self.backbone(v)) for v in (images, images.flip(-1))])  # [2, B, C]
+            return logits.float().softmax(-1).mean(0).log()  # [B, C]
         return self.classifier(self.embed(images, tta))
 
     # ---------------------------------------------------------------- validation: kNN + classifier

@@ -32,7 +32,8 @@ kNN/linear evaluation rewards); ``history`` with one view still compares differe
 augmentations, but only across epochs. ``num_views=1`` halves the encoder cost per step
 and is kept for the ablation (``benchmarks/RESULTS_simclic.md`` has the measured effect).
 
-Ablation switches of the paper's tables: ``predictor`` (none | linear | mlp2),
+Ablation switches of the paper's tables: ``predictor`` (none | linear | mlp2 |
+fixed_random: Table 4's "Fixed random init", the mlp2 predictor frozen at its initialisation),
 ``stop_gradient``, ``loss`` (cosine | cross_entropy). The collapse monitor
 ``train/output_std`` (std over the batch of the L2-normalised projections ``z``, averaged
 over dimensions: ~1/sqrt(d) when healthy, -> 0 on collapse; SimSiam Fig. 2) is logged
@@ -64,7 +65,7 @@ from contrastive.monitors import normalized_output_std
 from contrastive.registry import METHODS
 
 PERTURBATIONS = ("history", "dropout", "noise", "none")
-PREDICTORS = ("none", "linear", "mlp2")
+PREDICTORS = ("none", "linear", "mlp2", "fixed_random")
 LOSSES = ("cosine", "cross_entropy")
 
 
@@ -72,6 +73,23 @@ def soft_cross_entropy(prediction: torch.Tensor, target: torch.Tensor, temperatu
     """``H(softmax(target / T), softmax(prediction / T))`` over the feature dimension, batch mean
     (the DINO form, with one temperature and no centering)."""
     return -(F.softmax(target / temperature, dim=1) * F.log_softmax(prediction / temperature, dim=1)).sum(1).mean()
+
+
+def fixed_random_predictor(dim: int, hidden_dim: int) -> nn.Module:
+    """Table 4's "Fixed random init" predictor: the ``mlp2`` predictor at its random
+    initialisation, never updated.
+
+    Its parameters do not require gradients (so :func:`contrastive.optim.build_optimizer`,
+    which skips such parameters, gives them to no optimizer, and weight decay never touches
+    them), and its BatchNorm keeps no running statistics: it normalises with the batch
+    statistics, as the trained ``mlp2`` does in training, and has no buffers to update."""
+    head = SimSiamPredictionHead(dim, hidden_dim, dim)
+    for module in head.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.track_running_stats = False  # batch statistics in train and eval mode alike
+            module.running_mean = module.running_var = module.num_batches_tracked = None
+    head.requires_grad_(False)
+    return head
 
 
 def _choice(cfg, key: str, valid) -> None:
@@ -92,10 +110,11 @@ class SimCLIC(Method):
         dim, feature_dim = int(m.projection.output_dim), self.backbone.feature_dim
         self.projector = SimSiamProjectionHead(feature_dim, int(m.projection.hidden_dim), dim)
         self.predictor = {
-            "none": nn.Identity(),
-            "linear": nn.Linear(dim, dim),
-            "mlp2": SimSiamPredictionHead(dim, int(m.predictor_hidden_dim), dim),
-        }[str(m.predictor)]
+            "none": nn.Identity,
+            "linear": lambda: nn.Linear(dim, dim),
+            "mlp2": lambda: SimSiamPredictionHead(dim, int(m.predictor_hidden_dim), dim),
+            "fixed_random": lambda: fixed_random_predictor(dim, int(m.predictor_hidden_dim)),
+        }[str(m.predictor)]()
         if m.loss == "cosine":
             self.criterion = NegativeCosineSimilarity()
         else:

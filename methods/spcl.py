@@ -8,20 +8,35 @@ SPCL groups the data into prototypes and adds two prototype-level terms:
    it, random batches and NT-Xent only): the whole training set is embedded (one
    SimCLR view by default, projection space by default, eval mode, no grad, batched),
    L2-normalised and clustered by faiss k-means into ``K`` prototypes
-   (``method.num_prototypes``; a list trains one prototype head per K, as PCL). Cluster
-   ids are matched to the previous epoch's so the prototype heads keep their targets.
-   Under DDP every rank embeds a shard, rank 0 clusters the gathered features and
+   (``method.num_prototypes``; a list trains one prototype head per K, as PCL). The paper:
+   "We concatenate all the embedded features and conduct the clustering", so k-means is
+   fitted on all N features (``method.cluster.max_points_per_centroid=null``; a number
+   caps the fit at ``K x`` that many points, a seed-fixed subsample, for very large sets).
+   Cluster ids are matched to the previous epoch's so the prototype heads keep their
+   targets. Under DDP every rank embeds a shard, rank 0 clusters the gathered features and
    broadcasts the assignments (:meth:`SPCL.cluster_train_set`). They live in a buffer,
    so checkpoints hold them.
 2. **Prototype-aware batches** (Sec. 3.2): ``anchor_fraction`` of a batch comes from
-   one anchor prototype, the rest from other prototypes
-   (:class:`~contrastive.data.prototype_sampler.PrototypeBatchSampler`).
+   one anchor prototype ``c``, the rest from other prototypes
+   (:class:`~contrastive.data.prototype_sampler.PrototypeBatchSampler`, anchor members first).
 3. **Losses** ``w_c * NT-Xent + w_m * metric + w_p * prototype``:
-   NT-Xent on the projection head (as SimCLR); a siamese metric loss in which a small
-   head sees ``|f_a - f_b|`` of an anchor and a same-/other-prototype partner and
-   predicts whether they share a prototype (BCE); a linear head on the representation
-   that predicts the sample's prototype (CE, or symmetric CE against noisy prototypes).
-   A weight of 0 removes the term and its head.
+   NT-Xent on the projection head (as SimCLR), sum-reduced over the batch's views as the
+   paper says (``method.contrastive_reduction=sum``; ``mean`` is lightly's); a siamese
+   metric loss: "for each feature representation of the anchor prototype, we draw two
+   feature embeddings from P_c and P_\\c as positive and negative pairs" - anchors are only
+   the batch's members of ``c``, each with one same-prototype and one other-prototype
+   partner (:func:`contrastive.losses.prototype_pairs`), and a small head on ``|f_a - f_b|``
+   predicts "same prototype" (BCE); a linear head on the representation that predicts the
+   sample's prototype (CE, or symmetric CE against noisy prototypes: the paper's "as long
+   as the number of prototypes does not match the number of classes in the down-stream
+   task, noise in the semantic structure will be introduced"). A weight of 0 removes the
+   term and its head.
+
+Where the paper's text leaves a value blank, the presets (``configs/experiment/spcl_*``)
+take it from the authors' public code (github.com/stoneMo/SPCL, ``config.conf`` and
+``main.py``) and say so. The authors' code differs from the text in places: its NT-Xent is
+mean-reduced and its metric pairs come from a dataset that alternates same-/other-cluster
+image pairs (``utils.CustomDataset_metric``); here the text is followed.
 
 Diagnostics (the paper's Fig. 1), logged at every epoch end on a fixed training batch:
 TP similarity (anchor vs its positive view) and FN similarity (anchor vs in-batch
@@ -45,7 +60,7 @@ from contrastive.data.base import shard_indices
 from contrastive.data.prototype_sampler import PrototypeBatchSampler
 from contrastive.errors import ConfigError
 from contrastive.kmeans import align_labels, cluster_stats, kmeans
-from contrastive.losses import siamese_pairs, symmetric_cross_entropy, tp_fn_similarity
+from contrastive.losses import prototype_pairs, symmetric_cross_entropy, tp_fn_similarity
 from contrastive.method import DataInfo, Method, _gather_padded, check_batch_size
 from contrastive.registry import METHODS
 
@@ -106,6 +121,8 @@ class SPCL(Method):
             if not ks or any(not 2 <= k <= data.num_train for k in ks):
                 raise ConfigError(f"method.num_prototypes={list(ks)} is not valid: every K must be in "
                                   f"[2, {data.num_train}] (2 to the training set size)")
+        if m.contrastive_reduction not in ("sum", "mean"):
+            raise ConfigError(f"method.contrastive_reduction='{m.contrastive_reduction}' is not valid; choose one of sum, mean")
         if m.sampler not in ("prototype", "random"):
             raise ConfigError(f"method.sampler='{m.sampler}' is not valid; choose one of prototype, random")
         if not 0.0 <= float(m.anchor_fraction) <= 1.0:
@@ -121,6 +138,9 @@ class SPCL(Method):
                               "before the first clustering NT-Xent is the only loss")
         if int(m.cluster.niter) < 1 or int(m.cluster.batch_size) < 1:
             raise ConfigError(f"method.cluster.niter and batch_size must be >= 1, got {m.cluster.niter}, {m.cluster.batch_size}")
+        if m.cluster.max_points_per_centroid is not None and int(m.cluster.max_points_per_centroid) < 1:
+            raise ConfigError(f"method.cluster.max_points_per_centroid must be null (all points) or >= 1, "
+                              f"got {m.cluster.max_points_per_centroid}")
         if not float(m.sce.A) < 0 or float(m.sce.alpha) < 0 or float(m.sce.beta) < 0:
             raise ConfigError(f"method.sce needs alpha >= 0, beta >= 0 and A < 0, got {dict(m.sce)}")
         check_batch_size(cfg, 2, "SPCL (NT-Xent negatives and prototype pairs)")
@@ -177,7 +197,8 @@ class SPCL(Method):
             previous = self.assignments.cpu()  # [num_K, N]; -1 before the first clustering
             rows = []
             for k, old in zip(self.ks, previous):
-                new = kmeans(features, k, int(c.niter), seed, int(c.max_points_per_centroid))[0]  # [N]
+                cap = None if c.max_points_per_centroid is None else int(c.max_points_per_centroid)
+                new = kmeans(features, k, int(c.niter), seed, cap)[0]  # [N], fitted on all N unless capped
                 rows.append(align_labels(new, old, k) if bool((old >= 0).all()) else new)
             assignments = torch.stack(rows)  # [num_K, N]
             stats = {"embed_seconds": embed_seconds, **cluster_stats(assignments[0], self.ks[0])}
@@ -223,7 +244,7 @@ class SPCL(Method):
         h0, h1 = self.backbone(views[0]), self.backbone(views[1])  # [B, D] each
         losses: Dict[str, torch.Tensor] = {}
         if self.weights["contrastive"] > 0:
-            losses["contrastive"] = self.criterion(self.projection_head(h0), self.projection_head(h1))
+            losses["contrastive"] = self.contrastive_loss(self.projection_head(h0), self.projection_head(h1))
         targets = self.assignments[:, indices.to(self.assignments.device)]  # [num_K, B]
         if bool((targets >= 0).all()):  # prototype terms once clustered
             if self.weights["metric"] > 0:
@@ -234,9 +255,23 @@ class SPCL(Method):
         losses["loss"] = sum((self.weights[name] * value for name, value in losses.items()), 0.0 * h0.sum())
         return losses
 
+    def contrastive_loss(self, z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+        """NT-Xent over the ``2B`` views of this process's batch (negatives from the global batch).
+
+        ``method.contrastive_reduction``: ``sum`` is the paper's "The final contrastive loss is
+        computed as the sum-reduce across all samples" (the ``2B`` per-view terms summed, i.e.
+        lightly's mean times ``2B``); ``mean`` is lightly's (and the authors' code's
+        ``F.cross_entropy`` in ``model/losses.py`` of github.com/stoneMo/SPCL)."""
+        loss = self.criterion(z0, z1)  # mean over the 2B local views
+        return loss * (2 * z0.shape[0]) if self.cfg.method.contrastive_reduction == "sum" else loss
+
     def metric_loss(self, h0: torch.Tensor, h1: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-        """Siamese loss: anchors from view 0, same-/other-prototype partners from view 1."""
-        anchors, partners, same = siamese_pairs(prototypes)  # [P] each
+        """Siamese loss over the pairs of :func:`contrastive.losses.prototype_pairs`: anchors are
+        the batch's members of the anchor prototype ``c`` (view 0), each with one partner from
+        ``P_c`` and one from ``P_\\c`` (view 1). ``c`` is the prototype of the batch's first
+        sample: :class:`PrototypeBatchSampler` puts the anchor prototype's members first (with
+        ``method.sampler=random`` it is a random sample's prototype)."""
+        anchors, partners, same = prototype_pairs(prototypes, int(prototypes[0]))  # [P] each
         f0, f1 = F.normalize(h0, dim=1), F.normalize(h1, dim=1)
         logits = self.metric_head((f0[anchors] - f1[partners]).abs()).squeeze(1)  # [P]
         return F.binary_cross_entropy_with_logits(logits.float(), same)

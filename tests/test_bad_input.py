@@ -68,6 +68,12 @@ def _plugin(source):
     return make
 
 
+def _plugin_yaml_only(tmp):
+    (tmp / "cfgs" / "method").mkdir(parents=True)
+    (tmp / "cfgs" / "method" / "yaml_only.yaml").write_text("# @package _global_\nmethod:\n  name: yaml_only\n")
+    return ["method=yaml_only", f"hydra.searchpath=[file://{tmp / 'cfgs'}]"]
+
+
 def _output_under_a_file(tmp):
     (tmp / "a_file").write_text("not a folder")
     return [f"output_dir={tmp / 'a_file' / 'outputs'}"]
@@ -76,7 +82,14 @@ def _output_under_a_file(tmp):
 TRUNCATED = _jpeg()[: len(_jpeg()) // 2]
 CASES = [
     # ---- command line and config values
-    ("unknown method", _fixed("method=nope"), "unknown method 'nope'; valid choices: imclr, simclic, simclr, spcl"),
+    ("unknown method", _fixed("method=nope"), "unknown method 'nope'; valid choices: imclr, "),
+    ("unknown experiment (typo)", _fixed("experiment=simclr_cifar1O"), "unknown experiment 'simclr_cifar1O'; valid choices: "),
+    ("plugin method without its module", _plugin_yaml_only, "unknown method 'yaml_only'; valid choices: imclr,"),
+    ("unregistered backbone name", _fixed("backbone.name=no_such_net"), "unknown backbone 'no_such_net'; valid choices:"),
+    ("unknown trainer option", _fixed("trainer.gradient_clip_vale=1.0"), "did you mean trainer.gradient_clip_val"),
+    ("trainer option set by the framework", _fixed("trainer.callbacks=[]"), "trainer.callbacks cannot be set"),
+    ("bad trainer option value", _fixed("trainer.gradient_clip_algorithm=sideways"), "invalid trainer option"),
+    ("unknown logger", _fixed("logger=[csv,neptune]"), "logger 'neptune' is not valid; choose any of csv, tensorboard"),
     ("unknown dataset", _fixed("dataset=nope"), "unknown dataset 'nope'; valid choices:"),
     ("unknown backbone", _fixed("backbone=nope"), "unknown backbone 'nope'; valid choices:"),
     ("misspelled key", _fixed("method.temprature=0.2"), "unknown config key 'method.temprature'"),
@@ -87,7 +100,7 @@ CASES = [
     ("batch larger than data", _fixed("dataset.num_train=64", "batch_size=128"), "batch_size=128 is larger than the training set (64 images)"),
     ("zero epochs", _fixed("trainer.max_epochs=0"), "max_epochs must be >= 1"),
     ("negative lr", _fixed("optimizer.lr=-1"), "optimizer.lr must be > 0"),
-    ("warm-up longer than run", _fixed("scheduler.warmup_epochs=5"), "warmup_epochs=5"),
+    ("negative warm-up", _fixed("scheduler.warmup_epochs=-1"), "scheduler.warmup_epochs must be >= 0"),
     ("image too small for backbone", _fixed("dataset.image_size=4"), "image_size"),
     ("knn k zero", _fixed("knn.k=0"), "knn needs k >= 1"),
     ("label fraction above 1", _fixed("dataset.label_fraction=1.5"), "label_fraction must be in (0, 1]"),

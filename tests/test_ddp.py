@@ -62,7 +62,7 @@ def _simclr_model(out):
     load_builtin_methods()
     torch.manual_seed(0)
     data = DataInfo(num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, num_train=128)
-    return METHODS.get("simclr")(_cfg(out, devices=2), data).eval()  # eval: BatchNorm is per sample
+    return METHODS.get("simclr")(_cfg(out, "method.temperature=0.5", devices=2), data).eval()  # eval: BatchNorm is per sample
 
 
 def _nt_xent_checks(rank, out):

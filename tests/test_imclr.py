@@ -216,10 +216,8 @@ def test_bad_method_values_are_clear_errors(override, message):
         ImCLR.validate_config(cfg, _data())
 
 
-def test_flip_tta_needs_two_images():
-    cfg = _config("method=imclr", "method.k=1", "method.tta=flip")
-    with pytest.raises(ConfigError, match="needs method.k >= 2"):
-        ImCLR.validate_config(cfg, _data())
+def test_flip_tta_with_one_image_is_base_plus_flips():
+    ImCLR.validate_config(_config("method=imclr", "method.k=1", "method.tta=flip"), _data())  # Table 9 (test_imclr_paper.py)
 
 
 def test_dataset_without_labels_is_an_error(tmp_path):
@@ -241,7 +239,7 @@ def test_dataset_without_labels_is_an_error(tmp_path):
 
 def test_backbone_that_cannot_take_the_concatenated_input_is_an_error():
     @BACKBONES.register("square32_imclr")
-    def square32(small_stem=True):  # no global pooling: a flatten + linear sized for 32x32
+    def square32(small_stem=True, **kwargs):  # no global pooling: a flatten + linear sized for 32x32
         net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 32 * 32, 16))
         net.feature_dim = 16
         return net
@@ -273,22 +271,23 @@ def test_paper_backbone_builds_at_32_and_64_and_trains_one_imclr_step(name):
 
 
 def test_presets_compose_with_the_paper_schedules():
-    expected = {  # preset: (dataset, backbone, lr, milestones, gamma, epochs)
-        "imclr_rn56_tinyimagenet": ("tinyimagenet", "resnet56", 0.1, [40, 60], 0.1, 80),
-        "imclr_vgg16_cifar100": ("cifar100", "vgg16", 0.1, [150, 225], 0.1, 300),
-        "imclr_prn18_cifar100": ("cifar100", "preact_resnet18", 0.1, [60, 120, 180], 0.2, 200),
-        "imclr_rn20_cifar10": ("cifar10", "resnet20", 0.08, [150, 225], 0.1, 300),
-        "imclr_wrn16_8_stl10": ("stl10", "wrn_16_8", 0.1, [60, 120, 180], 0.2, 200),
+    expected = {  # preset: (dataset, backbone, lr, milestones, gamma, epochs, batch, shift px)
+        "imclr_rn56_tinyimagenet": ("tinyimagenet", "resnet56", 0.1, [40, 60], 0.1, 80, 64, 8),  # "batch size of 64", "shift range of 0.125"
+        "imclr_vgg16_cifar100": ("cifar100", "vgg16", 0.1, [150, 225], 0.1, 300, 128, 3),  # shift range 0.1 of 32
+        "imclr_prn18_cifar100": ("cifar100", "preact_resnet18", 0.1, [60, 120, 180], 0.2, 200, 128, 4),
+        "imclr_srn18_cifar10": ("cifar10", "seresnet18", 0.1, [30, 60, 90], 0.1, 100, 128, 4),  # "30-60-90 ... factor 0.1"
+        "imclr_rn20_cifar10": ("cifar10", "resnet20", 0.08, [150, 225], 0.1, 300, 128, 4),
+        "imclr_wrn16_8_stl10": ("stl10", "wrn_16_8", 0.1, [50, 75], 0.1, 100, 64, 12),  # "100 epochs", "0.1 at 50 and 75", "64"
     }
-    for preset, (dataset, backbone, lr, milestones, gamma, epochs) in expected.items():
+    for preset, (dataset, backbone, lr, milestones, gamma, epochs, batch, shift) in expected.items():
         cfg = _config(f"experiment={preset}")
         got = (cfg.dataset.name, cfg.backbone.name, cfg.optimizer.lr, list(cfg.scheduler.milestones),
-               cfg.scheduler.gamma, cfg.trainer.max_epochs)
-        assert got == (dataset, backbone, lr, milestones, gamma, epochs), preset
+               cfg.scheduler.gamma, cfg.trainer.max_epochs, cfg.batch_size, cfg.augment.padding)
+        assert got == (dataset, backbone, lr, milestones, gamma, epochs, batch, shift), preset
+        assert list(cfg.dataset.mean) == list(cfg.dataset.std) == [0.5] * 3  # "squishing min/max to -1/1"
         assert cfg.method.name == "imclr" and cfg.method.k == 2 and cfg.augment.name == "supervised"
         assert (cfg.optimizer.name, cfg.optimizer.momentum, cfg.optimizer.lr_scaling) == ("sgd", 0.9, "none")
-        assert cfg.augment.padding > 0 and cfg.augment.hflip_prob == 0.5  # shift/crop + flips
-        assert cfg.batch_size in (64, 128) and epochs % cfg.knn.every_n_epochs == 0
+        assert cfg.augment.hflip_prob == 0.5 and epochs % cfg.knn.every_n_epochs == 0  # shift/crop + flips
     base = load_config(["experiment=imclr_rn56_tinyimagenet", "method.k=1"])  # the base, same recipe
     assert base.method.k == 1 and list(base.scheduler.milestones) == [40, 60]
     assert _config("experiment=imclr_wrn16_8_stl10").dataset.use_unlabeled is False

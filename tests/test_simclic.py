@@ -199,6 +199,26 @@ def test_switches_build_the_ablations():
     assert soft_cross_entropy(p, t, 0.5) > entropy
 
 
+def test_fixed_random_predictor_gets_no_update_and_is_unchanged_after_a_step():
+    from contrastive.optim import build_optimizer
+
+    model = build("method.predictor=fixed_random", "method.perturbation=dropout")
+    assert isinstance(model.predictor, type(build().predictor))  # the mlp2 architecture, at its random init
+    predictor_params = {id(p) for p in model.predictor.parameters()}
+    assert predictor_params and not any(p.requires_grad for p in model.predictor.parameters())
+    optimizer = build_optimizer(model.cfg.optimizer, model.trainable_modules(), lr=0.5)
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert not predictor_params & in_optimizer  # no optimizer update (weight decay included)
+    state = {k: v.clone() for k, v in model.predictor.state_dict().items()}  # weights and BN buffers
+    backbone = [p.detach().clone() for p in model.backbone.parameters()]
+    views, labels, indices = batch(model)
+    model.training_losses(views, labels, indices)["loss"].backward()
+    assert all(p.grad is None for p in model.predictor.parameters())  # no gradient
+    optimizer.step()
+    assert all(torch.equal(v, model.predictor.state_dict()[k]) for k, v in state.items())
+    assert any(not torch.equal(a, b) for a, b in zip(backbone, model.backbone.parameters()))  # the rest trains
+
+
 def test_collapse_statistic():
     d = 64
     healthy = normalized_output_std(torch.randn(4096, d))
@@ -214,7 +234,7 @@ def test_collapse_statistic():
         (["method.dropout_p=1.0"], "method.dropout_p must be in [0, 1), got 1.0"),
         (["method.dropout_p=-0.1"], "method.dropout_p must be in [0, 1), got -0.1"),
         (["method.noise_sigma=-0.5"], "method.noise_sigma must be >= 0, got -0.5"),
-        (["method.predictor=mlp3"], "method.predictor='mlp3' is not valid; choose one of none, linear, mlp2"),
+        (["method.predictor=mlp3"], "method.predictor='mlp3' is not valid; choose one of none, linear, mlp2, fixed_random"),
         (["method.loss=mse"], "method.loss='mse' is not valid; choose one of cosine, cross_entropy"),
         (["method.stop_gradient=maybe"], "method.stop_gradient must be true or false, got 'maybe'"),
         (["method.perturbation=none", "method.num_views=1"], "perturbation=none needs method.num_views=2"),

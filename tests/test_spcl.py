@@ -19,7 +19,7 @@ from contrastive.data.base import ImageArray, RandomBatchSampler
 from contrastive.data.prototype_sampler import PrototypeBatchSampler
 from contrastive.errors import ConfigError
 from contrastive.kmeans import align_labels, cluster_stats, kmeans
-from contrastive.losses import siamese_pairs, symmetric_cross_entropy, tp_fn_similarity
+from contrastive.losses import prototype_pairs, symmetric_cross_entropy, tp_fn_similarity
 from contrastive.method import DataInfo
 from tests.conftest import FAST
 
@@ -99,6 +99,7 @@ def test_prototype_batches_respect_anchor_ratio_and_shard():
     for anchor, batch in plan:
         assert sizes[anchor] >= 2 and len(batch) == bsz and len(torch.unique(batch)) == bsz
         assert int((assignments[batch] == anchor).sum()) == min(10, sizes[anchor])
+        assert int(assignments[batch[0]]) == anchor  # the anchor prototype's members come first (the metric loss reads it there)
     assert [b for b in sampler] == [b.tolist() for _, b in plan]
     sampler.set_epoch(1)
     assert [b for b in sampler] != [b.tolist() for _, b in plan]  # new epoch, new batches
@@ -122,18 +123,47 @@ def test_sampler_is_random_before_the_first_clustering():
 
 
 # ---------------------------------------------------------------- losses
-def test_siamese_pair_labels_for_hand_built_prototypes():
-    protos = torch.tensor([0, 0, 1, 1, 1, 2])
-    anchors, partners, labels = siamese_pairs(protos, generator=torch.Generator().manual_seed(0))
-    pos, neg = slice(0, 6), slice(6, None)
-    assert anchors[pos].tolist() == list(range(6)) and anchors[neg].tolist() == list(range(6))
-    assert labels[pos].tolist() == [1.0] * 6 and labels[neg].tolist() == [0.0] * 6
-    for a, p in zip(anchors[pos].tolist(), partners[pos].tolist()):
-        assert protos[a] == protos[p] and (p != a or a == 5)  # 5 is alone: its own other view
-    assert partners[5] == 5
-    assert all(protos[a] != protos[p] for a, p in zip(anchors[neg].tolist(), partners[neg].tolist()))
-    a, p, y = siamese_pairs(torch.tensor([3, 3, 3]))
-    assert len(a) == 3 and y.tolist() == [1.0, 1.0, 1.0]  # one prototype: no negative exists
+def test_prototype_pairs_anchor_only_on_the_anchor_prototype_with_one_positive_and_one_negative_each():
+    protos = torch.tensor([2, 0, 2, 1, 1, 2, 0, 2])  # anchor prototype c = 2: members 0, 2, 5, 7
+    members = {0, 2, 5, 7}
+    for seed in range(5):
+        anchors, partners, labels = prototype_pairs(protos, 2, generator=torch.Generator().manual_seed(seed))
+        assert len(anchors) == 2 * len(members)
+        pos, neg = slice(0, len(members)), slice(len(members), None)
+        assert set(anchors[pos].tolist()) == members and sorted(anchors[neg].tolist()) == sorted(anchors[pos].tolist())
+        assert all(int(protos[a]) == 2 for a in anchors.tolist())  # no anchor outside P_c
+        for a, p in zip(anchors[pos].tolist(), partners[pos].tolist()):
+            assert int(protos[p]) == 2 and p != a  # one other member of P_c
+        assert all(int(protos[p]) != 2 for p in partners[neg].tolist())  # one member of P_\c (another prototype)
+        assert labels.tolist() == [1.0] * 4 + [0.0] * 4
+    a, p, y = prototype_pairs(torch.tensor([1, 0, 0]), 1)
+    assert a.tolist() == [0, 0] and p[0] == 0 and p[1] in (1, 2) and y.tolist() == [1.0, 0.0]  # alone: its other view
+    a, p, y = prototype_pairs(torch.tensor([3, 3, 3]), 3)
+    assert len(a) == 3 and y.tolist() == [1.0] * 3  # the whole batch is P_c: no negative exists
+    assert len(prototype_pairs(torch.tensor([0, 1]), 5)[0]) == 0
+
+
+def test_symmetric_cross_entropy_by_hand():
+    # logits (0, ln 3): p = (1/4, 3/4); target 1: CE = -ln(3/4); RCE = -A (1 - p_y) = 4 * 1/4 = 1
+    logits, target = torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([1])
+    expected = 0.1 * -math.log(0.75) + 1.0 * 1.0
+    assert symmetric_cross_entropy(logits, target, 0.1, 1.0, -4.0).item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_contrastive_reduction_sum_and_mean_against_the_formula(reduction):
+    model = _spcl(SMALL_HEADS + [f"method.contrastive_reduction={reduction}"])
+    g = torch.Generator().manual_seed(1)
+    z0, z1 = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)  # [B, d]
+    u = F.normalize(torch.cat([z0, z1]), dim=1)  # [2B, d]: view k's positive is view (k + B) mod 2B
+    n, t = len(u), float(model.cfg.method.temperature)
+    terms = []
+    for k in range(n):
+        others = [j for j in range(n) if j != k]
+        pos = (k + n // 2) % n
+        terms.append(-(u[k] @ u[pos]) / t + torch.logsumexp(torch.stack([u[k] @ u[j] / t for j in others]), 0))
+    expected = torch.stack(terms).sum() if reduction == "sum" else torch.stack(terms).mean()
+    assert torch.allclose(model.contrastive_loss(z0, z1), expected, atol=1e-4)
 
 
 def test_symmetric_cross_entropy_matches_its_formula():
@@ -170,19 +200,36 @@ def test_one_training_step_with_two_prototype_heads_and_symmetric_ce():
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
 
 
-def test_metric_loss_is_bce_of_the_pair_head_on_hand_built_prototypes():
+def test_metric_loss_is_bce_of_the_pair_head_on_the_anchor_prototype_pairs():
     model = _spcl(SMALL_HEADS)
     h0, h1 = torch.randn(6, model.backbone.feature_dim), torch.randn(6, model.backbone.feature_dim)  # [B, D]
-    protos = torch.tensor([0, 0, 1, 1, 1, 2])
+    protos = torch.tensor([1, 0, 1, 1, 2, 0])  # the batch's first sample names the anchor prototype: 1
     torch.manual_seed(5)
     loss = model.metric_loss(h0, h1, protos)
     torch.manual_seed(5)
-    anchors, partners, labels = siamese_pairs(protos)
-    assert labels.tolist() == [1.0] * 6 + [0.0] * 6  # a same-prototype and an other-prototype partner per anchor
+    anchors, partners, labels = prototype_pairs(protos, 1)
+    assert set(anchors.tolist()) == {0, 2, 3} and labels.tolist() == [1.0] * 3 + [0.0] * 3
     logits = model.metric_head((F.normalize(h0, dim=1)[anchors] - F.normalize(h1, dim=1)[partners]).abs()).squeeze(1)
     p = logits.sigmoid()
     expected = -(labels * p.log() + (1 - labels) * (1 - p).log()).mean()
     assert torch.allclose(loss, expected, atol=1e-5)
+
+
+def test_kmeans_is_fitted_on_all_n_features_unless_capped(monkeypatch):
+    import faiss
+
+    seen = []
+    real_train = faiss.Kmeans.train
+    monkeypatch.setattr(faiss.Kmeans, "train", lambda self, x, *a, **k: seen.append(
+        (x.shape[0], self.cp.max_points_per_centroid)) or real_train(self, x, *a, **k))
+    x = torch.randn(3000, 8, generator=torch.Generator().manual_seed(0))
+    kmeans(x, 2, niter=2)  # default: all N (the old default fitted on 2 x 256 = 512 of them)
+    n, cap = seen[-1]
+    assert n == 3000 and 2 * cap >= 3000  # faiss subsamples only when N > k x max_points_per_centroid
+    kmeans(x, 2, niter=2, max_points_per_centroid=100)  # the option for very large sets
+    assert seen[-1] == (3000, 100)
+    model = _spcl(SMALL_HEADS)
+    assert model.cfg.method.cluster.max_points_per_centroid is None  # the preset: all features
 
 
 @pytest.mark.parametrize("zero", ["contrastive", "metric", "prototype"])

@@ -2,5 +2,7 @@
 
 from contrastive.data.base import DatasetSplits, ImageArray, IndexedBatches, RandomBatchSampler, class_balanced_subset
 from contrastive.data.datasets import build_dataset
+from contrastive.data import imagenet as _imagenet  # noqa: F401,E402  (registers imagenet, imagenet100)
+from contrastive.data import cifar_c as _cifar_c  # noqa: F401,E402  (registers cifar100_c)
 
 __all__ = ["DatasetSplits", "ImageArray", "IndexedBatches", "RandomBatchSampler", "build_dataset", "class_balanced_subset"]

@@ -37,7 +37,14 @@ class ImageArray:
         return len(self.images)
 
     def subset(self, indices: torch.Tensor) -> "ImageArray":
+        if not isinstance(self.images, torch.Tensor) and hasattr(self.images, "select"):  # streamed files: stay lazy
+            return ImageArray(self.images.select(indices), self.labels[indices])
         return ImageArray(self.images[indices], self.labels[indices])
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the images are files decoded on access (``dataset.storage=stream``)."""
+        return not isinstance(self.images, torch.Tensor)
 
     @property
     def has_labels(self) -> bool:

@@ -2,7 +2,9 @@
 
 Built in: ``synthetic`` (the embedded default, generated in seconds), ``cifar10``,
 ``cifar100``, ``stl10`` (torchvision), ``tinyimagenet`` (the standard
-``tiny-imagenet-200`` folder) and ``imagefolder`` (any class-per-folder tree).
+``tiny-imagenet-200`` folder), ``imagefolder`` (any class-per-folder tree) and, in
+:mod:`contrastive.data.imagenet`, ``imagenet`` and ``imagenet100``. The file-based
+ones are held in memory or streamed (``dataset.storage``, :func:`file_splits`).
 Register your own with ``@DATASETS.register("name")`` on a function
 ``(cfg) -> DatasetSplits`` and a ``configs/dataset/<name>.yaml``.
 """
@@ -23,7 +25,14 @@ from contrastive.registry import DATASETS
 
 def build_dataset(cfg: Any) -> DatasetSplits:
     """Load the dataset named by ``cfg.name`` and apply ``cfg.label_fraction``."""
+    from contrastive.data.stream import STORAGE
+
+    if str(cfg.get("storage", "memory")) not in STORAGE:
+        raise DatasetError(f"dataset.storage='{cfg.storage}' is not valid; choose one of {', '.join(STORAGE)}")
     splits = DATASETS.create(cfg.name, cfg)
+    if str(cfg.get("storage", "memory")) == "stream" and not splits.train.streamed:
+        raise DatasetError(f"dataset.storage=stream needs image files (imagefolder, imagenet, imagenet100, tinyimagenet); "
+                           f"'{cfg.name}' is an in-memory array: use dataset.storage=memory")
     fraction = float(cfg.get("label_fraction", 1.0))
     if fraction != 1.0:
         if not 0.0 < fraction <= 1.0:
@@ -114,6 +123,41 @@ def _cache_dir(cfg: Any):
     return Path(str(cache)).expanduser() if cache else None
 
 
+def file_splits(cfg: Any, classes: List[str], train_files: List[Tuple[Path, int]], val_files: List[Tuple[Path, int]],
+                label: str) -> DatasetSplits:
+    """Splits of a file-based dataset, decoded into the memory-mapped cache or streamed
+    (``dataset.storage``, see :func:`contrastive.data.stream.choose_storage`)."""
+    from contrastive.data.decode import DECODERS, eval_resize
+    from contrastive.data.folders import BAD_IMAGE_POLICIES
+    from contrastive.data.stream import FileImages, choose_storage, default_workers
+
+    size, policy, decoder = int(cfg.image_size), str(cfg.on_bad_image), str(cfg.get("decoder", "pil"))
+    if policy not in BAD_IMAGE_POLICIES:
+        raise DatasetError(f"dataset.on_bad_image='{policy}' is not valid; choose one of {BAD_IMAGE_POLICIES}")
+    if decoder not in DECODERS:
+        raise DatasetError(f"dataset.decoder='{decoder}' is not valid; choose one of {', '.join(DECODERS)}")
+    resize = eval_resize(size, float(cfg.get("eval_crop_fraction", 1.0)))
+    storage = choose_storage(str(cfg.get("storage", "memory")), len(train_files) + len(val_files), size,
+                             float(cfg.get("auto_ram_share", 0.5)), str(cfg.name))
+    mean, std = _stats(cfg)
+    if storage == "stream":
+        ratio = tuple(float(r) for r in cfg.get("crop_ratio", (3 / 4, 4 / 3)))
+        if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1]:
+            raise DatasetError(f"dataset.crop_ratio must be [min, max] with 0 < min <= max, got {list(ratio)}")
+        workers = default_workers(cfg.get("num_workers"))
+
+        def lazy(files: List[Tuple[Path, int]]) -> ImageArray:
+            images = FileImages([str(p) for p, _ in files], size, resize, decoder, policy, workers, ratio)
+            return ImageArray(images, torch.tensor([c for _, c in files], dtype=torch.long))
+
+        train = lazy(train_files)
+        return DatasetSplits(train, train, lazy(val_files), classes, mean, std)
+    cache, verify = _cache_dir(cfg), bool(cfg.get("cache_verify", True))
+    train, skipped = decode_files(train_files, size, policy, cache, f"{label} train", resize, decoder, verify)
+    val, skipped_val = decode_files(val_files, size, policy, cache, f"{label} val", resize, decoder, verify)
+    return DatasetSplits(train, train, val, classes, mean, std, skipped + skipped_val)
+
+
 @DATASETS.register("tinyimagenet")
 def tinyimagenet(cfg: Any) -> DatasetSplits:
     """Tiny ImageNet-200 in its standard layout, val labels from ``val_annotations.txt``."""
@@ -132,24 +176,17 @@ def tinyimagenet(cfg: Any) -> DatasetSplits:
         parts = line.split("\t")
         if len(parts) >= 2 and parts[1] in label_of:
             val_files.append((base / "val" / "images" / parts[0], label_of[parts[1]]))
-    size, policy, cache = int(cfg.image_size), str(cfg.on_bad_image), _cache_dir(cfg)
-    train, skipped = decode_files(train_files, size, policy, cache, desc="tinyimagenet train")
-    val, skipped_val = decode_files(val_files, size, policy, cache, desc="tinyimagenet val")
-    mean, std = _stats(cfg)
-    return DatasetSplits(train, train, val, wnids, mean, std, skipped + skipped_val)
+    return file_splits(cfg, wnids, train_files, val_files, "tinyimagenet")
 
 
 @DATASETS.register("imagefolder")
 def imagefolder(cfg: Any) -> DatasetSplits:
-    """Any ``root/{train,val}/<class>/<image>`` tree; images resized to ``image_size``."""
+    """Any ``root/{train,val}/<class>/<image>`` tree at any resolution: decoded to
+    ``image_size`` squares (memory) or streamed with crops of the full image (stream)."""
     root = _root(cfg)
     classes, train_files = list_class_folders(root / str(cfg.train_dir))
     val_classes, val_files = list_class_folders(root / str(cfg.val_dir))
     if val_classes != classes:
         extra = sorted(set(val_classes) ^ set(classes))
         raise DatasetError(f"class folders of '{root / cfg.val_dir}' and '{root / cfg.train_dir}' differ: {', '.join(extra[:10])}")
-    size, policy, cache = int(cfg.image_size), str(cfg.on_bad_image), _cache_dir(cfg)
-    train, skipped = decode_files(train_files, size, policy, cache, desc="train images")
-    val, skipped_val = decode_files(val_files, size, policy, cache, desc="val images")
-    mean, std = _stats(cfg)
-    return DatasetSplits(train, train, val, classes, mean, std, skipped + skipped_val)
+    return file_splits(cfg, classes, train_files, val_files, "imagefolder")

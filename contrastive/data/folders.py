@@ -1,32 +1,32 @@
 """Decoding image files into uint8 arrays, with clear errors for bad files.
 
-Files are decoded once with ``torchvision.io`` in a thread pool (the decoders
-release the GIL), resized to a fixed size and stacked into one uint8 tensor. The
-result is cached on disk, keyed by the file list, sizes and modification times, so
-the second run of a dataset starts in a second.
+Files are decoded once (:mod:`contrastive.data.decode`) in a thread pool (the
+decoders release the GIL), resized and center-cropped to a fixed size and written
+straight into one uint8 array: the memory-mapped cache of
+:mod:`contrastive.data.cache`, keyed by the file list, sizes, modification times and
+decode settings, so the second run of a dataset starts in a second and the processes
+of a node share one copy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
-from torchvision.io import ImageReadMode, decode_image, read_file
-from tqdm.auto import tqdm
 
 from contrastive.data.base import ImageArray
+from contrastive.data.cache import cached_decode
+from contrastive.data.decode import load_rgb, resize_center_crop
 from contrastive.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 BAD_IMAGE_POLICIES = ("error", "skip")
+CACHE_FORMAT = 2  # 1: torch.save'd .pt files; 2: the memory-mapped file of contrastive.data.cache
 
 
 def list_class_folders(root: Path) -> Tuple[List[str], List[Tuple[Path, int]]]:
@@ -46,26 +46,30 @@ def list_class_folders(root: Path) -> Tuple[List[str], List[Tuple[Path, int]]]:
     return classes, samples
 
 
-def _decode(path: Path, size: int) -> torch.Tensor:
-    """One file -> uint8 [3, size, size]: RGB (grayscale converted), shorter side
-    resized with antialiasing, then center-cropped."""
-    image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)  # [3, h, w] uint8
-    h, w = image.shape[-2:]
-    if (h, w) != (size, size):
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        image = F.interpolate(image[None].float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-        top, left = (nh - size) // 2, (nw - size) // 2
-        image = image[0, :, top : top + size, left : left + size].round().clamp(0, 255).to(torch.uint8)
-    return image
-
-
-def _cache_key(samples: Sequence[Tuple[Path, int]], size: int) -> str:
-    digest = hashlib.sha1(str(size).encode())
+def _cache_key(samples: Sequence[Tuple[Path, int]], settings: str) -> str:
+    """Checksum of the source listing (path, label, size, mtime of every file) and the settings."""
+    digest = hashlib.sha1(f"{CACHE_FORMAT}|{settings}".encode())
     for path, label in samples:
         stat = path.stat()
         digest.update(f"{path}|{label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:20]
+
+
+def decode_one(path: Path, size: int, resize: Optional[int] = None, decoder: str = "torchvision") -> torch.Tensor:
+    """One file -> uint8 ``[3, size, size]``: RGB, shorter side resized to ``resize``
+    (default ``size``) with antialiasing, then center-cropped. The in-memory cache and the
+    streamed evaluation batches both call this, so their tensors are identical."""
+    return resize_center_crop(load_rgb(path, decoder), size, resize)
+
+
+def _check_policy(on_bad_image: str) -> None:
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise DatasetError(f"dataset.on_bad_image='{on_bad_image}' is not valid; choose one of {BAD_IMAGE_POLICIES}")
+
+
+def bad_image_error(path: Path, err: Exception) -> DatasetError:
+    return DatasetError(f"cannot decode image '{path}' ({err.__class__.__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}); "
+                        "remove it or set dataset.on_bad_image=skip")
 
 
 def decode_files(
@@ -74,54 +78,46 @@ def decode_files(
     on_bad_image: str = "error",
     cache_dir: Optional[Path] = None,
     desc: str = "decoding",
+    resize: Optional[int] = None,
+    decoder: str = "torchvision",
+    verify: bool = True,
 ) -> Tuple[ImageArray, List[str]]:
-    """Decode ``(path, label)`` pairs into an :class:`ImageArray`.
+    """Decode ``(path, label)`` pairs into an :class:`ImageArray` (memory-mapped when cached).
 
     Args:
         samples: Files and their labels.
         size: Side of the stored square images.
         on_bad_image: ``"error"`` raises a :class:`DatasetError` naming the first
             unreadable file; ``"skip"`` leaves such files out and returns their names.
-        cache_dir: Where decoded arrays are cached; ``None`` disables the cache.
+        cache_dir: Where decoded arrays are cached (:mod:`contrastive.data.cache`);
+            ``None`` disables the cache.
         desc: Progress-bar label.
+        resize: Shorter side before the center crop (``None``: ``size``).
+        decoder: See :data:`contrastive.data.decode.DECODERS`.
+        verify: Check the cache's CRC-32 before using it.
 
     Returns:
         The decoded array and the list of skipped files.
     """
-    if on_bad_image not in BAD_IMAGE_POLICIES:
-        raise DatasetError(f"dataset.on_bad_image='{on_bad_image}' is not valid; choose one of {BAD_IMAGE_POLICIES}")
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"{_cache_key(samples, size)}-{on_bad_image}.pt"
-        if cache_file.is_file():
-            cached = torch.load(cache_file, weights_only=True)
-            return ImageArray(cached["images"], cached["labels"]), list(cached["skipped"])
+    _check_policy(on_bad_image)
+    if not samples:
+        raise DatasetError("no images to decode")
 
-    def work(item: Tuple[Path, int]) -> Optional[torch.Tensor]:
+    def work(i: int) -> Optional[torch.Tensor]:
         try:
-            return _decode(item[0], size)
+            return decode_one(samples[i][0], size, resize, decoder)
         except (RuntimeError, ValueError, OSError) as err:
             if on_bad_image == "error":
-                raise DatasetError(
-                    f"cannot decode image '{item[0]}' ({err.__class__.__name__}: {str(err).splitlines()[0][:120]}); "
-                    "remove it or set dataset.on_bad_image=skip"
-                ) from None
+                raise bad_image_error(samples[i][0], err) from None
             return None
 
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        decoded = list(tqdm(pool.map(work, samples), total=len(samples), desc=desc, leave=False, mininterval=1.0,
-                            disable=None))  # None: shown on a terminal, silent in logs and pipes
-    keep = [i for i, img in enumerate(decoded) if img is not None]
-    skipped = [str(samples[i][0]) for i, img in enumerate(decoded) if img is None]
+    labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+    settings = f"{size}|{resize}|{decoder}|{on_bad_image}"
+    key = _cache_key(samples, settings) if cache_dir is not None else ""
+    images, labels, skipped = cached_decode(cache_dir, key, labels, (3, size, size), work,
+                                            [str(p) for p, _ in samples], desc, verify)
     if skipped:
         log.warning("skipped %d unreadable image(s): %s", len(skipped), ", ".join(skipped[:10]))
-    if not keep:
+    if len(images) == 0:
         raise DatasetError(f"none of the {len(samples)} images could be decoded")
-    images = torch.stack([decoded[i] for i in keep])  # [N, 3, size, size] uint8
-    labels = torch.tensor([samples[i][1] for i in keep], dtype=torch.long)
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        torch.save({"images": images, "labels": labels, "skipped": skipped}, tmp)
-        os.replace(tmp, cache_file)
     return ImageArray(images, labels), skipped

@@ -1,4 +1,4 @@
-"""The LightningDataModule over in-memory uint8 splits."""
+"""The LightningDataModule over uint8 splits, in memory or streamed from files (``dataset.storage``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from contrastive.data.base import DatasetSplits, IndexedBatches, RandomBatchSampler, shard_indices
 from contrastive.data.resume import ResumableLoader, trainer_progress
+from contrastive.data.stream import CropBatches, EpochTagged, EvalBatches, geometric_of, worker_init
 
 BatchSamplerFactory = Callable[[int, int, int, int, int], object]
 
@@ -60,7 +61,7 @@ class ArrayDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         """Move the uint8 arrays to the GPU when they fit, so a batch is one on-device
         gather and no host-to-device copy (airbench style)."""
-        if self.trainer is None or self.data_on_device == "never":
+        if self.trainer is None or self.data_on_device == "never" or self.splits.train.streamed:
             return
         device = self.trainer.strategy.root_device
         if device.type != "cuda":
@@ -85,14 +86,41 @@ class ArrayDataModule(pl.LightningDataModule):
             sampler = self.batch_sampler_factory(n, self.batch_size, self.seed, rank, world)
         else:
             sampler = RandomBatchSampler(n, self.batch_size, self.seed, rank, world)
+        progress = lambda: trainer_progress(self.trainer)  # noqa: E731
+        if self.splits.train.streamed:
+            return self._stream_train_loader(sampler, progress)
         # Resumable: a checkpoint written mid-epoch (SIGTERM) restarts at the next batch of that epoch.
-        return ResumableLoader(IndexedBatches(self.splits.train), sampler, lambda: trainer_progress(self.trainer),
-                               num_workers=0, pin_memory=False)
+        return ResumableLoader(IndexedBatches(self.splits.train), sampler, progress, num_workers=0, pin_memory=False)
+
+    def _stream_train_loader(self, sampler, progress) -> DataLoader:
+        """Crops of the full images decoded in worker processes (contrastive/data/stream.py)."""
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        if model is None:
+            raise RuntimeError("the streamed training loader needs the trainer's model (for its augmentation)")
+        files = self.splits.train.images
+        views = model.stream_views() if hasattr(model, "stream_views") else int(model.cfg.method.get("num_views", 2))
+        dataset = CropBatches(files, self.splits.train.labels, geometric_of(model.augment, files.crop_ratio), views, self.seed)
+        workers = files.num_workers
+        return ResumableLoader(dataset, EpochTagged(sampler), progress, **_worker_kwargs(workers, persistent=True))
+
+    def eval_loader(self, array, batch_size: Optional[int] = None, rank: int = 0, world: int = 1) -> DataLoader:
+        """Ordered ``(uint8 [B,3,S,S], labels, indices)`` batches of this process's shard of
+        ``array`` (in memory or streamed): the kNN monitor, and for methods and evaluations
+        that need one pass over a split."""
+        sampler = _ShardBatches(len(array), batch_size or self.eval_batch_size, rank, world)
+        if array.streamed:
+            return DataLoader(EvalBatches(array.images, array.labels), batch_size=None, sampler=sampler,
+                              **_worker_kwargs(array.images.num_workers, persistent=False))
+        return DataLoader(IndexedBatches(array), batch_size=None, sampler=sampler)
 
     def val_dataloader(self) -> List[DataLoader]:
         """[labeled train split (the kNN bank), val split]."""
         rank, world = self._rank_world()
-        return [
-            DataLoader(IndexedBatches(array), batch_size=None, sampler=_ShardBatches(len(array), self.eval_batch_size, rank, world))
-            for array in (self.splits.train_labeled, self.splits.val)
-        ]
+        return [self.eval_loader(array, None, rank, world) for array in (self.splits.train_labeled, self.splits.val)]
+
+
+def _worker_kwargs(workers: int, persistent: bool) -> dict:
+    if workers <= 0:
+        return {"num_workers": 0}
+    return {"num_workers": workers, "worker_init_fn": worker_init, "persistent_workers": persistent,
+            "prefetch_factor": 2, "pin_memory": torch.cuda.is_available()}

@@ -8,7 +8,9 @@ prototype heads, and many cross-prototype pairs as negatives.
 Draws avoid repeats within an epoch as far as the composition allows: members of a
 prototype come from a shuffled, cycled list of that prototype, the other samples from
 a shuffled, cycled stream of the whole set that skips the anchor prototype. No batch
-holds an index twice.
+holds an index twice. The anchor prototype's members come first in every batch: SPCL's
+metric loss reads the anchor prototype ``c`` from the batch's first sample (its pairs are
+anchored on ``P_c`` only, Sec. 3).
 """
 
 from __future__ import annotations

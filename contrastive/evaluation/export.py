@@ -1,11 +1,14 @@
 """Export a trained backbone as a plain ``state_dict`` for use without this project.
 
 The file holds only tensors, keyed exactly like the backbone module, so it loads
-with ``torch.load(path, weights_only=True)`` into:
+with ``torch.load(path, weights_only=True)`` (and the ``.safetensors`` copy beside it
+with ``safetensors.torch.load_file``) into:
 
 * torchvision's ResNets (``resnet18``, ``resnet50``): ``torchvision.models.resnet18()``
   with ``fc = nn.Identity()`` (the backbone has no classifier) and, for a small-stem
   encoder, ``conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)`` and ``maxpool = nn.Identity()``;
+* timm's ``resnet18``/``resnet50`` (``timm.create_model(name, num_classes=0)``, same
+  key names; for a small stem the same ``conv1``/``maxpool`` replacement);
 * the project's own nets: ``contrastive.backbones.create_backbone(name, image_size, **kwargs)``.
 
 A JSON file beside it records the architecture and the snippet that rebuilds it.
@@ -54,11 +57,15 @@ def export_backbone(backbone: torch.nn.Module, backbone_cfg: DictConfig, image_s
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
     torch.save(state, path)
+    from safetensors.torch import save_file
+
+    save_file(state, str(path.with_suffix(".safetensors")), metadata={"backbone": str(backbone_cfg.name)})
     kwargs = OmegaConf.to_container(backbone_cfg.get("kwargs") or OmegaConf.create({}))
     small_stem = bool(getattr(backbone, "small_stem", False))
     record = {
         "backbone": str(backbone_cfg.name), "small_stem": small_stem, "kwargs": kwargs,
         "feature_dim": int(backbone.feature_dim), "image_size": int(image_size), "path": str(path),
+        "safetensors": str(path.with_suffix(".safetensors")),
         "load": load_snippet(str(backbone_cfg.name), small_stem, kwargs, image_size, str(path)), **source,
     }
     path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from contrastive.data import ImageArray, class_balanced_subset
 from contrastive.errors import ConfigError
+from contrastive.hardware import resolve_eval_amp
 
 log = logging.getLogger("contrastive")
 
@@ -135,7 +136,7 @@ def extract(embed: Callable[[torch.Tensor], torch.Tensor], array: ImageArray, tr
         transform: uint8 -> normalised float (``EvalTransform``: resize + center crop).
         batch_size: Images per forward pass.
         device: Where the encoder runs.
-        amp: bf16 autocast (GPU).
+        amp: bf16 autocast (:func:`use_amp`).
 
     Returns:
         float32 ``[N, D]`` on the CPU.
@@ -152,8 +153,9 @@ def extract(embed: Callable[[torch.Tensor], torch.Tensor], array: ImageArray, tr
 
 
 def use_amp(cfg: Any, device: torch.device) -> bool:
-    """``eval.amp``: auto = bf16 autocast on GPU only."""
-    return device.type == "cuda" if str(cfg.eval.amp) == "auto" else bool(cfg.eval.amp)
+    """``eval.amp``: auto = bf16 autocast on a bf16 GPU and on a CPU with native bf16
+    (AVX-512 BF16 / AMX), where it is faster; fp32 elsewhere (``contrastive.hardware``)."""
+    return resolve_eval_amp(cfg.eval.amp, device)
 
 
 def feature_key(checkpoint_sha256: str, dataset_cfg: Dict[str, Any], method: str, amp: bool) -> str:

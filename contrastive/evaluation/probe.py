@@ -11,6 +11,11 @@ whole train set (what its running statistics converge to) and is folded into the
 linear layer afterwards, so the trained head is a plain ``nn.Linear`` on raw
 features whose ``state_dict`` (``weight [C, D]``, ``bias [C]``) is saved and loads
 into e.g. ``torchvision.models.resnet18(num_classes=C).fc``.
+
+The probe trains in fp32 on every device, also where ``eval.amp=auto`` extracts the
+features in bf16. Our choice, not measured on a bf16 CPU: its matmuls (batch 256 x D -> C)
+are small, so bf16 could gain little there, and an fp32 probe keeps linear top-1
+comparable across machines (``benchmarks/bench_eval.py`` times the probe).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from contrastive.evaluation.features import FeatureSet, assert_unchanged, featur
 from contrastive.evaluation.finetune import finetune
 from contrastive.evaluation.loading import EvalSetup
 from contrastive.evaluation.probe import evaluate_head, probe_or_load, save_head
+from contrastive.evaluation.probe_augmented import train_augmented_probe
 from contrastive.evaluation.report import plot_embedding, result_name, write_result
 from contrastive.knn import knn_accuracy
 
@@ -44,13 +45,18 @@ def _linear(setup: EvalSetup, feats: FeatureSet, progress: bool) -> Dict[str, An
     cfg = setup.cfg.eval.linear
     start = time.perf_counter()
     idx = setup.train_index
-    head = probe_or_load(feats.train[idx], feats.train_labels[idx], setup.splits.num_classes, cfg, setup.device,
-                         setup.head, int(setup.cfg.seed), progress)
+    if cfg.get("augment", False) and setup.head is None:  # SimCLR Appendix B.6: crops and flips, frozen encoder
+        head = train_augmented_probe(setup.model, setup.splits.train_labeled.subset(idx), setup.splits.num_classes,
+                                     setup.transform, cfg, setup.device, use_amp(setup.cfg, setup.device), int(setup.cfg.seed), progress)
+    else:
+        head = probe_or_load(feats.train[idx], feats.train_labels[idx], setup.splits.num_classes, cfg, setup.device,
+                             setup.head, int(setup.cfg.seed), progress)
     top1, top5 = evaluate_head(head, feats.test, feats.test_labels)
     name = result_name("linear_head", str(setup.run_cfg.dataset.name), float(setup.cfg.eval.label_fraction))
     head_path = save_head(head, setup.eval_dir / name.replace(".json", ".pt"))
     recipe = {k: cfg[k] for k in ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "feature_norm")}
     recipe["optimizer"] = str(cfg.get("optimizer", "sgd"))
+    recipe["augment"] = bool(cfg.get("augment", False))
     return _row(setup, "linear", top1, top5, time.perf_counter() - start, feature_seconds=round(feats.seconds, 2),
                 features_cached=feats.cached, head=str(head_path), reused_head=setup.head is not None, recipe=recipe)
 

@@ -1,0 +1,319 @@
+"""``dataset.storage=stream``: image files decoded in DataLoader workers, crops of the full image.
+
+The split DALI and FFCV use: the *geometric* part of the training augmentation
+(random-resized crop with the configured scale and ratio, on the full-resolution
+image, and the horizontal flip) runs per image in the worker processes, which collate
+uint8 crops at the training size into ``[B, V, 3, S, S]`` (``V`` views per image). The
+*photometric* part (colour jitter, grayscale, blur, solarize, normalisation) stays
+batch-wise on the training device (:func:`photometric`), as on the in-memory path.
+
+The crop of view ``v`` of sample ``i`` in epoch ``e`` is drawn from a generator seeded
+with ``(seed, e, i, v)``: crops depend neither on the number of workers nor on where an
+interrupted epoch resumed, so mid-epoch resume is exact (with
+:mod:`contrastive.data.resume`, which skips the batches already trained on).
+
+Evaluation splits are :class:`FileImages`: a lazy ``[N, 3, S, S]`` uint8 "array"
+whose slices decode the files with the evaluation protocol (resize the shorter side,
+center crop), the same function as the in-memory cache (bit-identical tensors). SPCL's
+clustering pass, ``linear_eval.py`` feature extraction and fine-tuning index it like a
+tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+from torch.utils.data import Dataset
+
+from contrastive.data.decode import crop_resize, load_rgb, pad_shift_crop, resize_center_crop, sample_crop_box
+from contrastive.errors import ConfigError, DatasetError
+
+log = logging.getLogger(__name__)
+
+STORAGE = ("memory", "stream", "auto")
+
+
+def default_workers(configured: Optional[int]) -> int:
+    """``dataset.num_workers``; ``null``: the cores of this machine shared by its local processes."""
+    if configured is not None:
+        if int(configured) < 0:
+            raise ConfigError(f"dataset.num_workers must be >= 0 or null, got {configured}")
+        return int(configured)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+@dataclass
+class FileImages:
+    """A lazy uint8 ``[N, 3, size, size]`` array over image files (evaluation protocol).
+
+    Indexing with an int, a slice, a list or a LongTensor decodes those files (threads)
+    and returns a real uint8 tensor; ``to()`` returns the lazy array itself, so code
+    written for tensors (``images.to(device)[a:b]``) works unchanged.
+    """
+
+    paths: List[str]
+    size: int
+    resize: Optional[int] = None
+    decoder: str = "pil"
+    on_bad_image: str = "error"
+    num_workers: int = 0
+    crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3)
+
+    dtype = torch.uint8
+    ndim = 4
+    device = torch.device("cpu")
+    is_cuda = False
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.paths), 3, self.size, self.size))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def numel(self) -> int:
+        return len(self.paths) * 3 * self.size * self.size
+
+    def to(self, *args: Any, **kwargs: Any) -> "FileImages":
+        return self
+
+    def select(self, indices: Any) -> "FileImages":
+        """A lazy subset (``ImageArray.subset``)."""
+        idx = torch.as_tensor(indices, dtype=torch.long).flatten().tolist()
+        return FileImages([self.paths[i] for i in idx], self.size, self.resize, self.decoder, self.on_bad_image,
+                          self.num_workers, self.crop_ratio)
+
+    def _indices(self, key: Any) -> List[int]:
+        if isinstance(key, slice):
+            return list(range(len(self.paths)))[key]
+        if isinstance(key, int):
+            return [key]
+        return torch.as_tensor(key, dtype=torch.long).flatten().tolist()
+
+    def decode(self, i: int) -> Optional[torch.Tensor]:
+        """uint8 ``[3, S, S]`` of file ``i``; ``None`` when unreadable and ``on_bad_image=skip``."""
+        return read_or_skip(self.paths[i], self.decoder, self.on_bad_image,
+                            lambda image: resize_center_crop(image, self.size, self.resize))
+
+    def decode_batch(self, indices: Sequence[int], threads: int = 1) -> torch.Tensor:
+        """uint8 ``[b, 3, S, S]``; an unreadable file (``skip``) is replaced by its batch neighbour."""
+        if threads > 1 and len(indices) > 1:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                images = list(pool.map(self.decode, indices))
+        else:
+            images = [self.decode(i) for i in indices]
+        return torch.stack(_fill_skipped(images, self.size))
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        idx = self._indices(key)
+        out = self.decode_batch(idx, threads=min(8, os.cpu_count() or 1))  # [b, 3, S, S]
+        return out[0] if isinstance(key, int) else out
+
+
+_reported: set = set()
+
+
+def read_or_skip(path: str, decoder: str, policy: str, transform) -> Optional[torch.Tensor]:
+    """``transform(load_rgb(path))``, applying ``dataset.on_bad_image`` to unreadable files
+    (each skipped file is named once per process)."""
+    try:
+        return transform(load_rgb(path, decoder))
+    except (RuntimeError, ValueError, OSError) as err:
+        if policy == "error":
+            from contrastive.data.folders import bad_image_error
+
+            raise bad_image_error(path, err) from None
+        if path not in _reported:
+            _reported.add(path)
+            log.warning("skipped unreadable image %s (%d so far in this process)", path, len(_reported))
+        return None
+
+
+def _fill_skipped(images: List[Optional[torch.Tensor]], size: int) -> List[torch.Tensor]:
+    good = [x for x in images if x is not None]
+    if not good:
+        raise DatasetError(f"none of the {len(images)} images of a batch could be decoded")
+    last, out = good[0], []
+    for x in images:
+        last = x if x is not None else last
+        out.append(last)
+    return out
+
+
+@dataclass
+class Geometric:
+    """The per-image geometric part of a training augmentation."""
+
+    kind: str  # "rrc": random-resized crop of the full image | "pad": resize+center crop, padded shift
+    scale: Tuple[float, float] = (0.08, 1.0)
+    ratio: Tuple[float, float] = (3 / 4, 4 / 3)
+    hflip_prob: float = 0.5
+    padding: int = 0
+
+
+def geometric_of(augment: torch.nn.Module, ratio: Tuple[float, float]) -> Geometric:
+    """The geometric part of :class:`~contrastive.augment.SimCLRAugment` or
+    :class:`~contrastive.augment.SupervisedAugment` (the built-in augmentations)."""
+    from contrastive.augment import SimCLRAugment, SupervisedAugment
+
+    if isinstance(augment, SimCLRAugment):
+        return Geometric("rrc", tuple(augment.scale), tuple(ratio), float(augment.hflip_prob))
+    if isinstance(augment, SupervisedAugment):
+        if augment.random_resized_crop:
+            return Geometric("rrc", (float(augment.min_scale), 1.0), tuple(ratio), float(augment.hflip_prob))
+        return Geometric("pad", hflip_prob=float(augment.hflip_prob), padding=int(augment.padding))
+    raise ConfigError(f"dataset.storage=stream supports the built-in augmentations (simclr, supervised), "
+                      f"not {augment.__class__.__name__}")
+
+
+def crop_seed(seed: int, epoch: int, index: int, view: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919_009 + int(index) * 104_729 + int(view) * 15_485_863) % (2**63)
+
+
+class CropBatches(Dataset):
+    """Training batches of crops: ``ds[(epoch, [i, j, ...])] -> (uint8 [B, V, 3, S, S], labels [B], indices [B])``."""
+
+    def __init__(self, files: FileImages, labels: torch.Tensor, geometric: Geometric, views: int, seed: int) -> None:
+        self.files, self.labels, self.geometric = files, labels, geometric
+        self.views, self.seed = int(views), int(seed)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def crops(self, image: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
+        """uint8 ``[3, H, W]`` full image -> ``[V, 3, S, S]`` independent crops."""
+        g, size, out = self.geometric, self.files.size, []
+        if g.kind == "pad":
+            image = resize_center_crop(image, size)
+        h, w = image.shape[-2:]
+        for v in range(self.views):
+            gen = torch.Generator().manual_seed(crop_seed(self.seed, epoch, index, v))
+            if g.kind == "rrc":
+                box = sample_crop_box(h, w, g.scale, g.ratio, gen)
+                flip = bool(torch.rand(1, generator=gen).item() < g.hflip_prob)
+                out.append(crop_resize(image, box, size, flip))
+            else:
+                flip = bool(torch.rand(1, generator=gen).item() < g.hflip_prob)
+                out.append(pad_shift_crop(image, size, g.padding, gen, flip))
+        return torch.stack(out)  # [V, 3, S, S]
+
+    def __getitem__(self, item: Tuple[int, Sequence[int]]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        epoch, indices = item
+        f = self.files
+        crops = [read_or_skip(f.paths[i], f.decoder, f.on_bad_image, lambda im, i=i: self.crops(im, epoch, i)) for i in indices]
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        return torch.stack(_fill_skipped(crops, f.size)), self.labels[idx], idx  # [B, V, 3, S, S]
+
+
+class EvalBatches(Dataset):
+    """Evaluation batches: ``ds[[i, j, ...]] -> (uint8 [B, 3, S, S], labels [B], indices [B])``."""
+
+    def __init__(self, files: FileImages, labels: torch.Tensor) -> None:
+        self.files, self.labels = files, labels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        return self.files.decode_batch(list(indices)), self.labels[idx], idx
+
+
+class EpochTagged:
+    """Wraps a batch sampler so that every batch carries its epoch: ``(epoch, indices)``
+    (the workers then seed the crops of the epoch without knowing the trainer)."""
+
+    def __init__(self, sampler: Any) -> None:
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if callable(getattr(self.sampler, "set_epoch", None)):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for batch in self.sampler:
+            yield self.epoch, list(batch)
+
+    def __getattr__(self, name: str) -> Any:
+        inner = self.__dict__.get("sampler")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+
+def worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # one decode + resize per worker; the workers are the parallelism
+
+
+def photometric(augment: torch.nn.Module, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """The photometric part of ``augment`` on crops that are already at the training size.
+
+    Args:
+        augment: A :class:`~contrastive.augment.SimCLRAugment` or ``SupervisedAugment``.
+        images: uint8 ``[B, 3, S, S]`` streamed crops.
+
+    Returns:
+        float32 ``[B, 3, S, S]``, normalised.
+    """
+    from contrastive.augment import SimCLRAugment, _to_float
+
+    if isinstance(augment, SimCLRAugment):
+        b, _, h, w = images.shape
+        params = augment.sample_params(b, h, w, images.device, generator)  # same RNG draws as the memory path
+        params.crop = torch.tensor([0.0, 0.0, float(h), float(w)], device=images.device).expand(b, 4)  # whole crop:
+        params.flip = torch.zeros_like(params.flip)  # the identity resample (pixel centres), no flip
+        return augment.apply(images, params)
+    return augment.normalise(_to_float(images))
+
+
+def stream_views(augment: torch.nn.Module, images: torch.Tensor) -> List[torch.Tensor]:
+    """uint8 ``[B, V, 3, S, S]`` -> ``V`` float views ``[B, 3, S, S]`` (photometric part only)."""
+    return [photometric(augment, images[:, v]) for v in range(images.shape[1])]
+
+
+def choose_storage(storage: str, num_images: int, size: int, ram_share: float, name: str) -> str:
+    """``dataset.storage`` -> ``"memory"`` or ``"stream"``; ``auto`` decides by the decoded size.
+
+    ``auto`` is memory when ``num_images * 3 * size**2`` bytes fit ``ram_share`` of the
+    machine's total RAM (total, not free, so every rank of a node decides alike; the
+    memory-mapped cache is one copy per node whatever the number of ranks).
+    """
+    if storage not in STORAGE:
+        raise ConfigError(f"dataset.storage='{storage}' is not valid; choose one of {', '.join(STORAGE)}")
+    if storage != "auto":
+        return storage
+    if not 0.0 < float(ram_share) <= 1.0:
+        raise ConfigError(f"dataset.auto_ram_share must be in (0, 1], got {ram_share}")
+    needed = num_images * 3 * size * size
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    choice = "memory" if needed <= float(ram_share) * total else "stream"
+    log.info("dataset.storage=auto -> %s for '%s': %d images at %d px decode to %.1f GiB, %s %.0f%% of RAM (%.1f GiB)",
+             choice, name, num_images, size, needed / 2**30, "within" if choice == "memory" else "more than",
+             100 * float(ram_share), total / 2**30)
+    return choice
+
+
+def slot_views(augment: torch.nn.Module, autoaugment: Optional[torch.nn.Module], picked: torch.Tensor, batch: int) -> torch.Tensor:
+    """ImCLR on streamed crops: row ``r`` of ``picked`` (uint8 ``[kB, V, 3, S, S]``, slot-major)
+    fills slot ``r // batch`` and takes that slot's crop of its image, so the ``k`` images of
+    an input are independent crops even when an image appears in several slots. Then
+    AutoAugment (on uint8, after the crop as in the paper) and the photometric part.
+
+    Returns:
+        float32 ``[kB, 3, S, S]``, normalised.
+    """
+    rows = torch.arange(picked.shape[0], device=picked.device)  # [kB]
+    crops = picked[rows, (rows // batch).clamp(max=picked.shape[1] - 1)]  # uint8 [kB, 3, S, S]
+    if autoaugment is not None:
+        crops = autoaugment(crops)  # uint8 [kB, 3, S, S]
+    return photometric(augment, crops)

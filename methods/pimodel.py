@@ -1,0 +1,221 @@
+"""Π-model semi-supervised learning, optionally on ImCLR's concatenated input (ImCLR Table 5).
+
+Π-model: Laine & Aila, "Temporal Ensembling for Semi-Supervised Learning", ICLR 2017 (and
+Sajjadi et al. 2016), in the benchmark setting of Oliver et al., "Realistic Evaluation of Deep
+Semi-Supervised Learning Algorithms", NeurIPS 2018, which ImCLR (Chen, Sinha & Kyrillidis 2020,
+Sec. 3.3, Table 5) uses for "WRN-CIFAR10-SSL": WRN-28-2 on CIFAR-10 with 4,000 labels, "the
+standard benchmark Π-model" (abstract). Every input goes through the network twice, with
+independent augmentation (and dropout/BatchNorm noise); the loss is
+
+    L = CE(f(x_l), y_l) + w(t) * mean_u || softmax(f(a1(x_u))) - softmax(f(a2(x_u))) ||^2 / C
+
+over the labelled part ``l`` and the unlabelled part ``u`` of the batch (the unsupervised term is
+on the unlabelled images only), with ``w(t) = w_max * exp(-5 (1 - t)^2)``, ``t`` = step /
+``method.rampup_steps`` clipped to 1 (Laine & Aila's sigmoid ramp-up; Oliver et al. ramp it over
+200k of 500k iterations). ``C`` = number of classes (the mean over classes, as Laine & Aila).
+
+With ``method.k >= 2`` the input of both parts is ImCLR's (``contrastive.methods.imclr``): each
+image concatenated along the height with ``k-1`` partners drawn from the *same part* of the batch
+(labelled with labelled, unlabelled with unlabelled), the supervised target the mean of the
+one-hots; the two passes of the consistency term share the partners and differ in augmentation.
+At test time the image is concatenated with itself (as ImCLR).
+
+Labels: ``method.num_labels=N`` keeps the labels of a class-balanced, seed-fixed subset of ``N``
+training images (``dataset.subset_seed``) and treats the rest as unlabelled; ``0`` uses the
+dataset's labels as they are (``-1`` = unlabelled). ``method.labeled_per_batch=L`` makes every
+batch ``L`` labelled + ``batch_size - L`` unlabelled images (Oliver et al.: 100 + 100); an epoch
+is then one pass over the unlabelled images (the labelled ones cycle).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterator, List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from contrastive.data.base import class_balanced_subset
+from contrastive.errors import ConfigError
+from contrastive.method import DataInfo, Method
+from contrastive.methods.imclr import CONTROLS, ImCLR, concat_height
+from contrastive.mixing import one_hot, soft_cross_entropy
+from contrastive.registry import METHODS
+
+
+def consistency_loss(p1_logits: Tensor, p2_logits: Tensor) -> Tensor:
+    """Π-model term: mean over rows and classes of ``(softmax(a) - softmax(b))^2``; 0 for no rows."""
+    if p1_logits.shape[0] == 0:
+        return p1_logits.sum() * 0.0
+    return (p1_logits.float().softmax(1) - p2_logits.float().softmax(1)).pow(2).mean()
+
+
+def rampup(step: int, rampup_steps: int) -> float:
+    """Laine & Aila's sigmoid ramp-up ``exp(-5 (1 - t)^2)``, ``t = min(step / rampup_steps, 1)``."""
+    if rampup_steps <= 0:
+        return 1.0
+    t = min(max(step, 0) / rampup_steps, 1.0)
+    return float(torch.exp(torch.tensor(-5.0 * (1.0 - t) ** 2)))
+
+
+class LabeledUnlabeledBatches:
+    """Batches of ``labeled`` labelled + ``batch_size - labeled`` unlabelled indices per process.
+
+    An epoch is one pass over a permutation (``seed + epoch``) of the unlabelled indices; the
+    labelled ones are taken from a repeated permutation. Each process takes its own slice.
+    """
+
+    def __init__(self, mask: Tensor, labeled: int, batch_size: int, seed: int, rank: int, world: int) -> None:
+        self.lab, self.unl = torch.nonzero(mask).flatten(), torch.nonzero(~mask).flatten()
+        self.labeled, self.unlabeled = labeled, batch_size - labeled
+        if len(self.lab) == 0 or len(self.unl) < self.unlabeled * world:
+            raise ConfigError(f"method.labeled_per_batch={labeled} needs labelled images and at least "
+                              f"{self.unlabeled * world} unlabelled ones, got {len(self.lab)} and {len(self.unl)}")
+        self.seed, self.rank, self.world, self.epoch = seed, rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.unl) // (self.unlabeled * self.world)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        unl = self.unl[torch.randperm(len(self.unl), generator=g)]
+        need = len(self) * self.labeled * self.world
+        reps = -(-need // len(self.lab))
+        lab = torch.cat([self.lab[torch.randperm(len(self.lab), generator=g)] for _ in range(reps)])
+        for b in range(len(self)):
+            i = b * self.world + self.rank
+            yield (lab[i * self.labeled:(i + 1) * self.labeled].tolist()
+                   + unl[i * self.unlabeled:(i + 1) * self.unlabeled].tolist())
+
+
+@METHODS.register("pimodel")
+class PiModel(Method):
+    """Π-model: supervised CE on the labelled part + ramped consistency of two passes on the unlabelled part."""
+
+    def __init__(self, cfg, data: DataInfo) -> None:
+        super().__init__(cfg, data)
+        m = cfg.method
+        self.k, self.control, self.tta = int(m.k), str(m.control), "none"
+        self.num_classes = int(data.num_classes)
+        self.w_max, self.rampup_steps = float(m.consistency), int(m.rampup_steps)
+        if hasattr(self.backbone, "configure_input"):  # a flatten head: sized for the k*S x S input
+            self.backbone.configure_input(*self.input_size())
+        self.classifier = nn.Linear(self.backbone.feature_dim, self.num_classes)
+        # True = this training image's label is used; filled in setup() when method.num_labels > 0.
+        self.register_buffer("labeled_mask", torch.ones(max(1, int(data.num_train)), dtype=torch.bool))
+        self._val_counts: Tensor | None = None
+        self.val_metrics: Dict[str, float] = {}
+
+    @classmethod
+    def validate_config(cls, cfg, data: DataInfo) -> None:
+        m = cfg.method
+        if isinstance(m.k, bool) or not isinstance(m.k, int) or m.k < 1:
+            raise ConfigError(f"method.k must be an integer >= 1 (1 = plain Π-model, 2 = with ImCLR's input), got {m.k!r}")
+        if m.control not in CONTROLS:
+            raise ConfigError(f"method.control='{m.control}' is not valid; choose one of {', '.join(CONTROLS)}")
+        if not float(m.consistency) >= 0 or int(m.rampup_steps) < 0:
+            raise ConfigError(f"method.consistency must be >= 0 and method.rampup_steps >= 0, got {m.consistency} and {m.rampup_steps}")
+        if not 0 <= int(m.num_labels) <= max(data.num_train, 0) and data.num_train > 0:
+            raise ConfigError(f"method.num_labels={m.num_labels} must be in [0, {data.num_train}] (0 = the dataset's labels)")
+        if not 0 <= int(m.labeled_per_batch) < int(cfg.batch_size):
+            raise ConfigError(f"method.labeled_per_batch={m.labeled_per_batch} must be in [0, batch_size={cfg.batch_size})")
+        if data.num_classes < 2:
+            raise ConfigError(f"the Π-model needs a labelled dataset with at least 2 classes, got {data.num_classes}")
+
+    input_size = ImCLR.input_size
+    draw_indices = ImCLR.draw_indices
+    test_input = ImCLR.test_input
+
+    def setup(self, stage: str) -> None:
+        """Choose the labelled subset (class-balanced, seed-fixed) from the training labels."""
+        n = int(self.cfg.method.num_labels)
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        labels = dm.splits.train.labels.cpu()  # [N], -1 = unlabelled
+        mask = labels >= 0
+        if n > 0:
+            keep = class_balanced_subset(labels, n / int(mask.sum()), seed=int(self.cfg.dataset.subset_seed))
+            mask = torch.zeros_like(mask)
+            mask[keep] = True
+        self.labeled_mask = mask.to(self.labeled_mask.device)
+
+    def batch_sampler_factory(self):
+        labeled = int(self.cfg.method.labeled_per_batch)
+        if labeled == 0:
+            return None
+        return lambda n, bs, seed, rank, world: LabeledUnlabeledBatches(self.labeled_mask.cpu(), labeled, bs, seed, rank, world)
+
+    # ---------------------------------------------------------------- training
+    def _imclr_input(self, images: Tensor, idx: Tensor) -> Tensor:
+        """uint8 ``[B, 3, H, W]`` and slot-major indices ``[k*B]`` -> normalised ``[B, 3, k*S, S]``."""
+        if idx.numel() == 0:  # no image of this part in the batch
+            h, w = self.input_size()
+            return images.new_zeros((0, 3, h, w), dtype=torch.float32)
+        x = self.augment(images.index_select(0, idx))  # [kB, 3, S, S]
+        return self._to_memory_format(concat_height(x, self.k))
+
+    def make_views(self, images: Tensor, labels: Tensor) -> Tuple[Tuple[Tensor, ...], Tensor]:
+        """Returns ``(labelled input, its soft targets, unlabelled input pass 1, pass 2)`` and the
+        labels; the parts are split by ``labels >= 0`` (``training_losses`` re-checks the mask)."""
+        lab = torch.nonzero(labels >= 0).flatten()  # [Bl]
+        unl = torch.nonzero(labels < 0).flatten()  # [Bu]
+        parts = []
+        for part in (lab, unl):
+            idx = part[self.draw_indices(len(part), images.device)].reshape(-1) if len(part) else part  # [k*Bp]
+            parts.append(idx)
+        x_lab = self._imclr_input(images, parts[0])  # [Bl, 3, kS, S]
+        targets = one_hot(labels.index_select(0, parts[0]).clamp(min=0), self.num_classes)  # [k*Bl, C]
+        targets = targets.view(self.k, len(lab), self.num_classes).mean(0)  # [Bl, C]
+        x_u1, x_u2 = self._imclr_input(images, parts[1]), self._imclr_input(images, parts[1])  # [Bu, 3, kS, S] x 2
+        return (x_lab, targets, x_u1, x_u2), labels
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels, indices = batch
+        if self._trainer is not None and self._trainer.training:  # hide the labels outside the labelled subset
+            labels = torch.where(self.labeled_mask[indices.to(self.labeled_mask.device)].to(labels.device), labels, -1)
+        return super().on_after_batch_transfer((images, labels, indices), dataloader_idx)
+
+    def training_losses(self, views, labels: Tensor, indices: Tensor) -> Dict[str, Tensor]:
+        x_lab, targets, x_u1, x_u2 = views
+        n_lab, n_unl = x_lab.shape[0], x_u1.shape[0]
+        logits = self.classifier(self.backbone(torch.cat([x_lab, x_u1, x_u2])))  # [Bl + 2 Bu, C]: one BN batch
+        sup = soft_cross_entropy(logits[:n_lab], targets) if n_lab else logits.sum() * 0.0
+        cons = consistency_loss(logits[n_lab:n_lab + n_unl], logits[n_lab + n_unl:])
+        w = self.w_max * rampup(int(self.global_step), self.rampup_steps)
+        return {"loss": sup + w * cons, "supervised": sup.detach(), "consistency": cons.detach(),
+                "weight": torch.tensor(w), "labeled": torch.tensor(float(n_lab))}
+
+    # ---------------------------------------------------------------- test time
+    def embed(self, images: Tensor) -> Tensor:
+        """Features ``[B, D]`` of the self-concatenated test input (kNN monitor, linear_eval.py)."""
+        return self.backbone(self.test_input(images))
+
+    def predict(self, images: Tensor) -> Tensor:
+        """Class logits ``[B, C]`` of normalised ``[B, 3, S, S]`` images."""
+        return self.classifier(self.embed(images))
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        self._val_counts = torch.zeros(2, device=self.device)  # (correct, total)
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        super().validation_step(batch, batch_idx, dataloader_idx)  # kNN features
+        if dataloader_idx == 1:  # the val split: classifier accuracy, as ImCLR logs it
+            images, labels, _ = batch
+            correct = (self.predict(images).argmax(dim=1) == labels).sum().float()
+            self._val_counts += torch.stack([correct, correct.new_tensor(float(labels.numel()))])
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        counts, self._val_counts = getattr(self, "_val_counts", None), None
+        if counts is None:
+            return
+        if self.trainer is not None and self.trainer.world_size > 1:
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        if counts[1] > 0:
+            top1 = 100.0 * counts[0] / counts[1]
+            self.val_metrics = {"val_top1": float(top1), "val_error": float(100.0 - top1)}
+            self.log_dict({"val_top1": top1, "val_error": 100.0 - top1}, prog_bar=True, rank_zero_only=False, sync_dist=False)
