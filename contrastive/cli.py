@@ -43,14 +43,6 @@ def fail(err: BaseException, code: int) -> None:
     raise SystemExit(code) from None
 
 
-def _declared_trainer_keys() -> List[str]:
-    from omegaconf import OmegaConf
-
-    from contrastive.config import CONFIG_DIR
-
-    return [str(k) for k in OmegaConf.load(CONFIG_DIR / "train.yaml").trainer.keys()]
-
-
 def _check_job(cfg) -> None:
     """What a job checks before any data: plugins import, registered names, values."""
     from contrastive.config import import_plugins, load_builtin_methods
@@ -82,20 +74,20 @@ def _resume_into_its_folder(argv: List[str], overrides: Sequence[str], cfg) -> L
 def train_main(argv: Optional[List[str]] = None) -> Any:
     """Run ``contrastive-train``. Returns the run's summary dict (a list of them for ``-m``,
     ``{}`` when Hydra only printed something). Bad input exits with one ``error:`` line."""
-    from contrastive.config import CONFIG_DIR, with_plugin_search_path
+    from contrastive.config import CONFIG_DIR, declared_trainer_keys, with_plugin_search_path
     from contrastive.hydra_app import is_multirun, normalise_argv, only_hydra_output, prevalidate, run_hydra, split_argv
 
     argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging()
     try:
-        argv = normalise_argv(argv, _declared_trainer_keys())
+        argv = normalise_argv(argv, declared_trainer_keys())
         flags, overrides = split_argv(argv)
         if not any(f in ("-sc", "--shell-completion") for f in flags):
             argv = flags + with_plugin_search_path(overrides)  # plugin packages' config folders
             flags, overrides = split_argv(argv)
         multirun, printing = is_multirun(flags), only_hydra_output(flags)
         if not printing or any(f in ("--cfg", "-c") for f in flags):
-            first = prevalidate(overrides, multirun, "train", check=None if printing else _check_job)["cfg"]
+            first = prevalidate(overrides, multirun, "train", check=None if printing else _check_job)
             if not multirun and not printing:
                 argv = _resume_into_its_folder(argv, overrides, first)
     except ContrastiveError as err:

@@ -53,6 +53,11 @@ def _compose(config_name: str, overrides: Sequence[str], return_hydra_config: bo
 CONFIG_ENTRY_POINT_GROUP = "contrastive.configs"
 
 
+def declared_trainer_keys() -> List[str]:
+    """The keys of ``configs/train.yaml``'s ``trainer:`` block (the rest of ``trainer.*`` are Trainer arguments)."""
+    return [str(k) for k in OmegaConf.load(CONFIG_DIR / "train.yaml").trainer.keys()]
+
+
 def plugin_config_sources() -> List[str]:
     """Config folders of installed plugin packages: the ``contrastive.configs`` entry points.
 
@@ -104,8 +109,7 @@ def load_config(overrides: Sequence[str], config_name: str = "train") -> DictCon
     if config_name == "train":  # trainer.<any Trainer argument>=v, as on the command line
         from contrastive.hydra_app import normalise_argv
 
-        declared = [str(k) for k in OmegaConf.load(CONFIG_DIR / "train.yaml").trainer.keys()]
-        overrides = normalise_argv(overrides, declared)
+        overrides = normalise_argv(overrides, declared_trainer_keys())
     try:
         cfg = _compose(config_name, overrides, return_hydra_config=True)
         with _hydra_config_for_resolving(cfg):

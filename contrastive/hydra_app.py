@@ -22,7 +22,7 @@ import functools
 import inspect
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from contrastive.errors import ConfigError
 
@@ -159,11 +159,11 @@ def only_hydra_output(flags: Sequence[str]) -> bool:
 
 
 def prevalidate(overrides: Sequence[str], multirun: bool, config_name: str,
-                check: Optional[Callable] = None) -> Dict[str, object]:
+                check: Optional[Callable] = None):
     """Compose each job (see :func:`sweep_jobs`) with one-line errors; ``check(cfg)`` runs on each.
 
     Returns:
-        The first job's composed config under ``"cfg"``.
+        The first job's composed config.
     """
     from contrastive.config import load_config
 
@@ -173,4 +173,4 @@ def prevalidate(overrides: Sequence[str], multirun: bool, config_name: str,
         if check is not None:
             check(cfg)
         first = cfg if first is None else first
-    return {"cfg": first}
+    return first

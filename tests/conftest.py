@@ -32,3 +32,13 @@ FAST = [
 @pytest.fixture
 def fast_overrides(tmp_path):
     return FAST + [f"output_dir={tmp_path / 'outputs'}"]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Modules of many tiny ops: one intra-op thread, since OpenMP threads that spin-wait on each
+    other make them several times slower and erratic on a small shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

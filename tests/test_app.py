@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+from importlib.metadata import version
 import sys
 
 import pytest
@@ -27,7 +28,7 @@ def test_multirun_sweep_makes_a_run_folder_per_job_and_results_tells_them_apart(
         assert yaml.safe_load((folder / "config.yaml").read_text())["method"]["temperature"] == temperature
         assert f"method.temperature={temperature}" in yaml.safe_load((folder / "overrides.yaml").read_text())
         env = json.loads((folder / "env.json").read_text())
-        assert env["packages"]["torch"] == torch.__version__.split("+")[0] or env["packages"]["torch"]
+        assert env["packages"]["torch"] == version("torch") and env["packages"]["contrastive"] == version("contrastive")
         assert {"git_commit", "python", "device", "command"} <= set(env)
         assert "learning rate" in (folder / "train.log").read_text()
     capsys.readouterr()

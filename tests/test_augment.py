@@ -28,13 +28,7 @@ from contrastive.errors import ConfigError
 ZERO, ONE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids scheduling stalls on a busy, few-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -22,14 +22,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tests run many tiny ops; on a small shared CPU, OpenMP threads that spin-wait on
-    # each other make them several times slower and erratic. One thread keeps them ~15 s.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_all_backbones_registered_on_import():
