@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -179,6 +180,7 @@ print(json.dumps({{"images": len(run.splits.train), "peak_rss_mb": resource.getr
 def _subset_folder(folder: Path, n: int) -> Path:
     """A folder of symlinks to the first ``n`` images (same files, fewer of them)."""
     sub = folder.parent / f"{folder.name}-first{n}"
+    shutil.rmtree(sub, ignore_errors=True)  # links left from a folder of another size would count too
     for path, _ in _files(folder, n):
         link = sub / "train" / path.parent.name / path.name
         if not link.exists():
@@ -201,7 +203,7 @@ def _train_overrides(folder: Path, size: int, workers: int, out: Path, storage: 
 def rss(folder: Path, workers: int, out: Path, small: int = 5000) -> dict:
     res = {}
     for n in (small, None):
-        root = _subset_folder(folder, n) if n else folder
+        root = _subset_folder(folder, n or 10**9)  # symlinks (and a val/ of them) to the first n or all images
         res[str(n or "all")] = _child(_TRAIN.format(overrides=_train_overrides(root, 96, workers, out), steps=5))
     res["load"] = _load()
     return res
@@ -234,7 +236,6 @@ print(json.dumps({{"seconds": round(time.perf_counter() - t0, 2), "images": len(
 
 def first_batch(folder: Path, workers: int, out: Path, n: int = 5000) -> dict:
     root, res = _subset_folder(folder, n), {"load_before": _load()}
-    import shutil
 
     shutil.rmtree(out / "cache", ignore_errors=True)
     for name, storage in (("stream", "stream"), ("memory_cold_cache", "memory"), ("memory_warm_cache", "memory")):
@@ -281,6 +282,8 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path("/tmp/bench_jpegs"))
     parser.add_argument("--num-images", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5, help="throughput: timed steps per repeat")
+    parser.add_argument("--repeats", type=int, default=2, help="throughput: interleaved repeats (median)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_data_work"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_data-cpu.jsonl")
     parser.add_argument("--only", nargs="*", default=["generate", "decoders", "throughput", "first_batch", "shared_cache", "rss"])
@@ -292,7 +295,7 @@ def main() -> None:
         elif section == "decoders":
             result = decoders(args.folder)
         elif section == "throughput":
-            result = throughput(args.folder, args.workers)
+            result = throughput(args.folder, args.workers, steps=args.steps, repeats=args.repeats)
         elif section == "first_batch":
             result = first_batch(args.folder, args.workers, args.work)
         elif section == "shared_cache":

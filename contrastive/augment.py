@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from contrastive.augment_ops import (  # noqa: F401  (re-exported: the public per-sample ops)
+    SHIFT_FILLS,
     _hue_slot,
     _rand,
     adjust_brightness,
@@ -31,6 +32,7 @@ from contrastive.augment_ops import (  # noqa: F401  (re-exported: the public pe
     resized_crop,
     rgb_to_grayscale,
     sample_crop_params,
+    shift_boxes,
     solarize,
 )
 from contrastive.errors import ConfigError
@@ -183,7 +185,11 @@ class SimCLRAugment(_Normalised):
 
     def _augment(self, x: Tensor, params: SimCLRParams) -> Tensor:
         """``apply`` on float ``[B, 3, H, W]`` in [0, 1]."""
-        x = resized_crop(x, params.crop, params.flip, self.image_size).clamp_(0.0, 1.0)
+        return self.photometric(resized_crop(x, params.crop, params.flip, self.image_size).clamp_(0.0, 1.0), params)
+
+    def photometric(self, x: Tensor, params: SimCLRParams) -> Tensor:
+        """The photometric part alone, on float ``[B, 3, S, S]`` crops in [0, 1] (streamed crops
+        arrive already cropped and flipped: no resample)."""
         if self.cj_prob > 0:
             x = color_jitter(x, params.factors, params.order, hue=self.cj_high[3] > 0)  # [B, 3, S, S]
         if self.gray_prob > 0:
@@ -204,24 +210,33 @@ class SupervisedAugment(_Normalised):
     """Standard CIFAR-style supervised augmentation, batched.
 
     Random crop with zero ``padding`` (a shift of up to ``padding`` pixels, as in the ResNet
-    paper) or, with ``random_resized_crop``, a RandomResizedCrop; then a horizontal flip and
-    normalisation. Inputs not of size ``image_size`` are first resized like :class:`EvalTransform`
-    (only for the padded crop; random resized crops sample the original image directly).
+    paper), or a continuous shift of up to ``shift_range`` x the side (Keras'
+    ``ImageDataGenerator`` width/height_shift_range, bilinear), or, with ``random_resized_crop``,
+    a RandomResizedCrop; then a horizontal flip and normalisation. Inputs not of size
+    ``image_size`` are first resized like :class:`EvalTransform` (only for the shifted crop;
+    random resized crops sample the original image directly).
 
     Args:
         image_size: Output height and width (>= 8).
         mean, std: Per-channel mean and standard deviation (> 0) of [0, 1] images.
-        padding: Maximal shift in pixels, in [0, image_size).
+        padding: Maximal integer shift in pixels, in [0, image_size).
+        shift_range: None, or a fraction r in (0, 1) for continuous shifts uniform in
+            [-r S, r S] (then ``padding`` must be 0).
+        shift_fill: What a shift uncovers: "zero" (black) or "nearest" (the edge pixel
+            repeated, Keras' default ``fill_mode='nearest'``).
         hflip_prob: Probability of a horizontal flip.
         random_resized_crop: Use a random resized crop instead of the padded crop.
         min_scale: Smallest crop area fraction of the random resized crop, in (0, 1].
     """
 
     def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], padding: int = 4,
-                 hflip_prob: float = 0.5, random_resized_crop: bool = False, min_scale: float = 0.08) -> None:
+                 hflip_prob: float = 0.5, random_resized_crop: bool = False, min_scale: float = 0.08,
+                 shift_range: float | None = None, shift_fill: str = "zero") -> None:
         super().__init__(image_size, mean, std)
         if not isinstance(padding, int) or not 0 <= padding < image_size:
             raise ConfigError(f"padding must be an integer in [0, {image_size}), got {padding!r}")
+        _check_shift(shift_range, shift_fill, padding, random_resized_crop)
+        self.shift_range, self.shift_fill = shift_range, shift_fill
         _check("hflip_prob", hflip_prob, 0.0, 1.0)
         _check("min_scale", min_scale, 0.0, 1.0, lo_open=True)
         self.padding, self.hflip_prob = padding, hflip_prob
@@ -238,11 +253,25 @@ class SupervisedAugment(_Normalised):
         if self.random_resized_crop:
             boxes = sample_crop_params(b, height, width, (self.min_scale, 1.0), generator=generator, device=x.device)
         else:
-            shift = torch.floor(u[:, 1:] * (2 * self.padding + 1)) - self.padding  # [B, 2] (dy, dx)
-            boxes = torch.cat((shift, shift.new_full((b, 2), float(self.image_size))), dim=1)  # [B, 4]
-        mode = "border" if self.random_resized_crop else "zeros"
+            boxes = shift_boxes(u[:, 1:], self.image_size, self.padding, self.shift_range)  # [B, 4] (dy, dx, S, S)
+        mode = "border" if self.random_resized_crop else SHIFT_FILLS[self.shift_fill]
         x = resized_crop(x, boxes, u[:, 0] < self.hflip_prob, self.image_size, mode)  # [B, 3, S, S]
         return self.normalise(x.clamp_(0.0, 1.0)) if normalise else x.clamp_(0.0, 1.0)
+
+
+def _check_shift(shift_range, shift_fill: str, padding: int, random_resized_crop: bool) -> None:
+    """Raises ConfigError for a bad ``shift_fill`` / ``shift_range`` or one that would be ignored."""
+    if not isinstance(shift_fill, str) or shift_fill not in SHIFT_FILLS:
+        raise ConfigError(f"augment.shift_fill must be one of {', '.join(SHIFT_FILLS)}, got {shift_fill!r}")
+    if shift_range is None:
+        return
+    if isinstance(shift_range, bool) or not isinstance(shift_range, (int, float)) or not 0 < shift_range < 1:
+        raise ConfigError(f"augment.shift_range must be null or a fraction of the image side in (0, 1), got {shift_range!r}")
+    if padding != 0:
+        raise ConfigError(f"augment.shift_range={shift_range} (continuous shifts) and augment.padding={padding} (integer "
+                          "shifts) exclude each other: set augment.padding=0 or augment.shift_range=null")
+    if random_resized_crop:
+        raise ConfigError("augment.shift_range shifts the padded crop; it cannot be combined with augment.random_resized_crop=true")
 
 
 #: ``augment.name`` -> class; the other keys of the ``augment`` config are its keyword arguments.

@@ -81,6 +81,37 @@ def resized_crop(x: Tensor, boxes: Tensor, flip: Tensor, size: int, padding_mode
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 
+#: ``augment.shift_fill`` -> the ``grid_sample`` padding mode of a shifted crop: "zero" pads with
+#: black (the ResNet paper's zero-padded crop), "nearest" repeats the edge pixel (Keras'
+#: ``ImageDataGenerator`` default ``fill_mode='nearest'``; ``scipy.ndimage`` mode "nearest").
+SHIFT_FILLS = {"zero": "zeros", "nearest": "border"}
+
+
+def shift_boxes(u: Tensor, size: int, padding: int = 0, shift_range: float | None = None) -> Tensor:
+    """Per-sample boxes for :func:`resized_crop` that translate ``size`` x ``size`` images.
+
+    A box ``(dy, dx, S, S)`` makes output pixel ``(i, j)`` sample input ``(i + dy, j + dx)``
+    (Keras' ``apply_affine_transform`` convention for ``tx``, ``ty``).
+
+    Args:
+        u: U[0, 1) draws ``[B, 2]`` for (rows, columns).
+        size: Image height and width S.
+        padding: With ``shift_range`` None: integer shifts, uniform in {-padding, ..., padding}.
+        shift_range: A fraction r in (0, 1): continuous shifts uniform in [-r S, r S] pixels, as
+            Keras ``ImageDataGenerator(width_shift_range=r, height_shift_range=r)`` draws
+            ``np.random.uniform(-r, r) * side``; :func:`resized_crop` then samples bilinearly
+            (Keras: ``interpolation_order=1``).
+
+    Returns:
+        float32 ``[B, 4]`` boxes ``(top, left, h, w)``.
+    """
+    if shift_range is None:
+        shift = torch.floor(u * (2 * padding + 1)) - padding  # [B, 2] integers in [-padding, padding]
+    else:
+        shift = (2.0 * u - 1.0) * (float(shift_range) * size)  # [B, 2] in [-r S, r S)
+    return torch.cat((shift, shift.new_full((u.shape[0], 2), float(size))), dim=1)  # [B, 4]
+
+
 def rgb_to_grayscale(x: Tensor) -> Tensor:
     """float ``[B, 3, H, W]`` -> luma ``[B, 1, H, W]`` with torchvision's weights."""
     return 0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]  # [B, 1, H, W]

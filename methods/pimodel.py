@@ -2,17 +2,23 @@
 
 Π-model: Laine & Aila, "Temporal Ensembling for Semi-Supervised Learning", ICLR 2017 (and
 Sajjadi et al. 2016), in the benchmark setting of Oliver et al., "Realistic Evaluation of Deep
-Semi-Supervised Learning Algorithms", NeurIPS 2018, which ImCLR (Chen, Sinha & Kyrillidis 2020,
-Sec. 3.3, Table 5) uses for "WRN-CIFAR10-SSL": WRN-28-2 on CIFAR-10 with 4,000 labels, "the
-standard benchmark Π-model" (abstract). Every input goes through the network twice, with
-independent augmentation (and dropout/BatchNorm noise); the loss is
+Semi-Supervised Learning Algorithms", NeurIPS 2018 (code: github.com/brain-research/
+realistic-ssl-evaluation), for ImCLR's (Chen, Sinha & Kyrillidis 2020, arXiv 2011.12618) Table 5
+row "WRN-CIFAR10-SSL" (Table 10: WRN-28-2), "the standard benchmark Π-model" (abstract). ImCLR's
+own Sec. 3.3 settings could not be read (see the preset
+``configs/experiment/imclr_pimodel_wrn28_2_cifar10.yaml`` for what was searched): the preset's
+values are Oliver et al.'s, from their code, not verified against ImCLR's text.
+
+Every input goes through the network twice, with independent augmentation (and dropout/BatchNorm
+noise); the loss is
 
     L = CE(f(x_l), y_l) + w(t) * mean_u || softmax(f(a1(x_u))) - softmax(f(a2(x_u))) ||^2 / C
 
 over the labelled part ``l`` and the unlabelled part ``u`` of the batch (the unsupervised term is
 on the unlabelled images only), with ``w(t) = w_max * exp(-5 (1 - t)^2)``, ``t`` = step /
-``method.rampup_steps`` clipped to 1 (Laine & Aila's sigmoid ramp-up; Oliver et al. ramp it over
-200k of 500k iterations). ``C`` = number of classes (the mean over classes, as Laine & Aila).
+``method.rampup_steps`` clipped to 1 (Laine & Aila's sigmoid ramp-up; Oliver et al.'s code ramps
+it over 200k of 500k iterations: lib/hparams.py warmup_steps, train_model.py training_length).
+``C`` = number of classes (the mean over classes, as Laine & Aila).
 
 With ``method.k >= 2`` the input of both parts is ImCLR's (``contrastive.methods.imclr``): each
 image concatenated along the height with ``k-1`` partners drawn from the *same part* of the batch
@@ -23,8 +29,9 @@ At test time the image is concatenated with itself (as ImCLR).
 Labels: ``method.num_labels=N`` keeps the labels of a class-balanced, seed-fixed subset of ``N``
 training images (``dataset.subset_seed``) and treats the rest as unlabelled; ``0`` uses the
 dataset's labels as they are (``-1`` = unlabelled). ``method.labeled_per_batch=L`` makes every
-batch ``L`` labelled + ``batch_size - L`` unlabelled images (Oliver et al.: 100 + 100); an epoch
-is then one pass over the unlabelled images (the labelled ones cycle).
+batch ``L`` labelled + ``batch_size - L`` unlabelled images (Oliver et al.'s code: 50 + 50, a batch
+of 100 alternating the two); an epoch is then one pass over the unlabelled images (the labelled
+ones cycle).
 """
 
 from __future__ import annotations

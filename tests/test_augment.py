@@ -277,6 +277,50 @@ def test_supervised_flip_and_modes():
     assert SupervisedAugment(24, ZERO, ONE)(_images(4, 40, 40)).shape == (4, 3, 24, 24)
 
 
+def _ramp(size: int = 32) -> torch.Tensor:
+    """R = 8 * row + 4, G = 8 * column + 4, B = 255: bilinear sampling of it is exact (linear ramps)."""
+    idx = torch.arange(size) * 8 + 4
+    return torch.stack([idx.view(size, 1).expand(size, size), idx.view(1, size).expand(size, size),
+                        torch.full((size, size), 255)]).to(torch.uint8)  # [3, S, S]
+
+
+def test_shift_with_nearest_fill_of_a_known_image():
+    from contrastive.augment_ops import SHIFT_FILLS, shift_boxes
+
+    x = _ramp().float().div(255).unsqueeze(0).expand(2, -1, -1, -1)  # [2, 3, 32, 32]
+    # u -> shift (2u - 1) * 0.125 * 32: (dy, dx) = (2.5, -3.0) and (-4.0, 1.0) pixels
+    shift = torch.tensor([[2.5, -3.0], [-4.0, 1.0]])
+    boxes = shift_boxes((shift / 4.0 + 1.0) / 2.0, 32, shift_range=0.125)  # [2, 4]
+    torch.testing.assert_close(boxes[:, :2], shift)
+    out = resized_crop(x, boxes, torch.zeros(2, dtype=torch.bool), 32, SHIFT_FILLS["nearest"]) * 255  # [2, 3, 32, 32]
+    pos = torch.arange(32.0)
+    for n, (dy, dx) in enumerate(shift.tolist()):
+        # output (i, j) = input (clamp(i + dy), clamp(j + dx)): the edge pixel repeated past the border
+        torch.testing.assert_close(out[n, 0], ((pos + dy).clamp(0, 31) * 8 + 4).view(32, 1).expand(32, 32), atol=1e-3, rtol=0)
+        torch.testing.assert_close(out[n, 1], ((pos + dx).clamp(0, 31) * 8 + 4).view(1, 32).expand(32, 32), atol=1e-3, rtol=0)
+        assert (out[n, 2] - 255).abs().max() < 1e-3  # nothing uncovered is black
+    ndimage = pytest.importorskip("scipy.ndimage")  # what Keras' apply_affine_transform calls (order 1, mode nearest)
+    img = torch.rand(32, 32, generator=_gen())
+    ours = resized_crop(img.view(1, 1, 32, 32), boxes[:1], torch.zeros(1, dtype=torch.bool), 32, "border")[0, 0]
+    keras = ndimage.shift(img.double().numpy(), (-2.5, 3.0), order=1, mode="nearest")
+    torch.testing.assert_close(ours.double(), torch.from_numpy(keras), atol=1e-5, rtol=0)
+
+
+def test_continuous_shifts_are_uniform_within_the_range_and_zero_fill_stays():
+    aug = SupervisedAugment(32, ZERO, ONE, padding=0, shift_range=0.125, shift_fill="nearest", hflip_prob=0.0)
+    out = aug(_ramp().expand(2048, -1, -1, -1), generator=_gen()) * 255  # [2048, 3, 32, 32]
+    dy, dx = (out[:, 0, 16, 16] - 4) / 8 - 16, (out[:, 1, 16, 16] - 4) / 8 - 16  # [2048] each; centre never clamped
+    for d in (dy, dx):
+        assert d.abs().max() <= 4.0 + 1e-3 and d.abs().max() > 3.9  # [-0.125 * 32, 0.125 * 32]
+        assert (d - d.round()).abs().max() > 0.4  # continuous, not integer
+        counts = torch.histc(d, bins=8, min=-4.0, max=4.0)  # uniform: 256 per bin
+        assert (counts - 256).abs().max() < 70, counts
+    assert (out[:, 2] - 255).abs().max() < 1e-3  # nearest fill: no black border
+    assert torch.corrcoef(torch.stack([dy, dx]))[0, 1].abs() < 0.1  # rows and columns drawn independently
+    zero = SupervisedAugment(32, ZERO, ONE, padding=0, shift_range=0.125, hflip_prob=0.0)  # default fill "zero"
+    assert (zero(_ramp().expand(64, -1, -1, -1), generator=_gen())[:, 2] < 0.5).any()  # uncovered pixels are black
+
+
 # ---------------------------------------------------------------- argument validation
 
 
@@ -308,6 +352,11 @@ def test_simclr_argument_validation(kwargs, match):
     (SupervisedAugment, dict(padding=-1), "padding"),
     (SupervisedAugment, dict(hflip_prob=3), "hflip_prob"),
     (SupervisedAugment, dict(min_scale=0), "min_scale"),
+    (SupervisedAugment, dict(shift_fill="reflect"), "augment.shift_fill must be one of zero, nearest, got 'reflect'"),
+    (SupervisedAugment, dict(padding=0, shift_range=1.5), r"augment.shift_range must be null or a fraction .* \(0, 1\), got 1.5"),
+    (SupervisedAugment, dict(padding=0, shift_range=True), "augment.shift_range"),
+    (SupervisedAugment, dict(padding=4, shift_range=0.1), "set augment.padding=0 or augment.shift_range=null"),
+    (SupervisedAugment, dict(padding=0, shift_range=0.1, random_resized_crop=True), "random_resized_crop"),
     (EvalTransform, dict(image_size=7), "image_size"),
     (EvalTransform, dict(std=(1, 1, -1)), "std"),
 ])

@@ -105,6 +105,8 @@ CASES = [
     ("knn k zero", _fixed("knn.k=0"), "knn needs k >= 1"),
     ("label fraction above 1", _fixed("dataset.label_fraction=1.5"), "label_fraction must be in (0, 1]"),
     ("nonfinite policy", _fixed("trainer.on_nonfinite=maybe"), "valid; choose one of error, skip, off"),
+    ("shift fill not a choice", _fixed("method=imclr", "augment.shift_fill=reflect"),
+     "augment.shift_fill must be one of zero, nearest, got 'reflect'"),
     ("sync batchnorm on cpu", _fixed("trainer.sync_batchnorm=true", "trainer.accelerator=cpu"), "trainer.sync_batchnorm=true needs GPUs"),
     ("plugins not a list", _fixed("plugins=x.py"), "plugins='x.py' is not valid: expected a list, e.g. plugins=[x.py]"),
     ("plugin module missing", _fixed("plugins=[no_such_plugin_module]"), "cannot be imported"),

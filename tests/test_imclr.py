@@ -271,18 +271,21 @@ def test_paper_backbone_builds_at_32_and_64_and_trains_one_imclr_step(name):
 
 
 def test_presets_compose_with_the_paper_schedules():
-    expected = {  # preset: (dataset, backbone, lr, milestones, gamma, epochs, batch, shift px)
-        "imclr_rn56_tinyimagenet": ("tinyimagenet", "resnet56", 0.1, [40, 60], 0.1, 80, 64, 8),  # "batch size of 64", "shift range of 0.125"
-        "imclr_vgg16_cifar100": ("cifar100", "vgg16", 0.1, [150, 225], 0.1, 300, 128, 3),  # shift range 0.1 of 32
-        "imclr_prn18_cifar100": ("cifar100", "preact_resnet18", 0.1, [60, 120, 180], 0.2, 200, 128, 4),
-        "imclr_srn18_cifar10": ("cifar10", "seresnet18", 0.1, [30, 60, 90], 0.1, 100, 128, 4),  # "30-60-90 ... factor 0.1"
-        "imclr_rn20_cifar10": ("cifar10", "resnet20", 0.08, [150, 225], 0.1, 300, 128, 4),
-        "imclr_wrn16_8_stl10": ("stl10", "wrn_16_8", 0.1, [50, 75], 0.1, 100, 64, 12),  # "100 epochs", "0.1 at 50 and 75", "64"
+    # preset: (dataset, backbone, lr, milestones, gamma, epochs, batch, (padding px, shift_range, fill));
+    # the Keras presets shift continuously (ImageDataGenerator) with 'nearest' fill and no integer padding
+    expected = {
+        "imclr_rn56_tinyimagenet": ("tinyimagenet", "resnet56", 0.1, [40, 60], 0.1, 80, 64, (0, 0.125, "nearest")),  # "batch size of 64", "shift range of 0.125"
+        "imclr_vgg16_cifar100": ("cifar100", "vgg16", 0.1, [150, 225], 0.1, 300, 128, (0, 0.1, "nearest")),  # "shift range 0.1"
+        "imclr_prn18_cifar100": ("cifar100", "preact_resnet18", 0.1, [60, 120, 180], 0.2, 200, 128, (4, None, "zero")),
+        "imclr_srn18_cifar10": ("cifar10", "seresnet18", 0.1, [30, 60, 90], 0.1, 100, 128, (4, None, "zero")),  # "30-60-90 ... factor 0.1"
+        "imclr_rn20_cifar10": ("cifar10", "resnet20", 0.08, [150, 225], 0.1, 300, 128, (0, 0.1, "nearest")),
+        "imclr_wrn16_8_stl10": ("stl10", "wrn_16_8", 0.1, [50, 75], 0.1, 100, 64, (0, 0.125, "nearest")),  # "100 epochs", "0.1 at 50 and 75", "64"
     }
     for preset, (dataset, backbone, lr, milestones, gamma, epochs, batch, shift) in expected.items():
         cfg = _config(f"experiment={preset}")
         got = (cfg.dataset.name, cfg.backbone.name, cfg.optimizer.lr, list(cfg.scheduler.milestones),
-               cfg.scheduler.gamma, cfg.trainer.max_epochs, cfg.batch_size, cfg.augment.padding)
+               cfg.scheduler.gamma, cfg.trainer.max_epochs, cfg.batch_size,
+               (cfg.augment.padding, cfg.augment.shift_range, cfg.augment.shift_fill))
         assert got == (dataset, backbone, lr, milestones, gamma, epochs, batch, shift), preset
         assert list(cfg.dataset.mean) == list(cfg.dataset.std) == [0.5] * 3  # "squishing min/max to -1/1"
         assert cfg.method.name == "imclr" and cfg.method.k == 2 and cfg.augment.name == "supervised"

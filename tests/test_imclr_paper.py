@@ -123,3 +123,21 @@ def test_base_plus_flips_averages_the_outputs_of_the_image_and_its_flip():
         plain = model.predict(x, tta="none")
         assert torch.allclose(plain, model.classifier(model.backbone(x)))
         assert model.test_input(x).shape == (3, 3, 32, 32)  # k=1: no concatenation
+
+
+@pytest.mark.parametrize("preset, parent, changed", [
+    ("imclr_vgg16_cifar100_k3", "imclr_vgg16_cifar100", {"method.k": 3}),  # Table 8 (Table 10's k=3, 5 rows)
+    ("imclr_vgg16_cifar100_k5", "imclr_vgg16_cifar100", {"method.k": 5}),
+    ("imclr_rn20_cifar10_k3", "imclr_rn20_cifar10", {"method.k": 3}),
+    ("imclr_rn20_cifar10_k5", "imclr_rn20_cifar10", {"method.k": 5}),
+    ("imclr_rn56_tinyimagenet_cutmix", "imclr_rn56_tinyimagenet", {"method.mix": "cutmix", "method.mix_prob": 0.5}),  # Table 6
+    ("imclr_vgg16_cifar100_cutmix", "imclr_vgg16_cifar100", {"method.mix": "cutmix", "method.mix_prob": 0.5}),
+    ("imclr_prn18_cifar100_cutmix", "imclr_prn18_cifar100", {"method.mix": "cutmix", "method.mix_prob": 0.5}),
+])
+def test_table_6_and_8_presets_are_their_table_2_recipe_plus_one_change(preset, parent, changed):
+    got, base = (OmegaConf.to_container(_composed((f"experiment={p}",)), resolve=True) for p in (preset, parent))
+    for key, value in changed.items():
+        section, name = key.split(".")
+        assert got[section][name] == value and base[section][name] != value, key
+        got[section].pop(name), base[section].pop(name)
+    assert got == base  # everything else: the parent's recipe, reused through the defaults list

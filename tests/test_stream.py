@@ -173,3 +173,12 @@ def test_linear_eval_feature_extraction_reads_streamed_splits(folder, tmp_path):
     a = extract(net, memory, transform, 10, torch.device("cpu"), False, False, "m")
     b = extract(net, streamed, transform, 10, torch.device("cpu"), False, False, "s")
     assert torch.equal(a, b)
+
+
+def test_keras_shifts_on_the_stream_path_are_refused_not_ignored():
+    from contrastive.augment import SupervisedAugment
+    from contrastive.errors import ConfigError
+
+    aug = SupervisedAugment(16, (0.5,) * 3, (0.25,) * 3, padding=0, shift_range=0.1, shift_fill="nearest")
+    with pytest.raises(ConfigError, match="shift_range=0.1.*dataset.storage=memory"):
+        geometric_of(aug, (3 / 4, 4 / 3))

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 BAD_IMAGE_POLICIES = ("error", "skip")
-CACHE_FORMAT = 2  # 1: torch.save'd .pt files; 2: the memory-mapped file of contrastive.data.cache
+CACHE_FORMAT = 3  # 1: torch.save'd .pt files; 2: the memory-mapped file of contrastive.data.cache; 3: uint8 resize
 
 
 def list_class_folders(root: Path) -> Tuple[List[str], List[Tuple[Path, int]]]:

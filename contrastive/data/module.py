@@ -82,8 +82,14 @@ class ArrayDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank_world()
         n = len(self.splits.train)
+        images = self.splits.train.images
         if self.batch_sampler_factory is not None:
             sampler = self.batch_sampler_factory(n, self.batch_size, self.seed, rank, world)
+        elif getattr(images, "whole", False):  # sharded: each rank reads its own run of shards
+            from contrastive.data.shards import ShardShuffleBatchSampler
+
+            sampler = ShardShuffleBatchSampler(images.shard_sizes, self.batch_size, self.seed, rank, world,
+                                               images.shuffle_window)
         else:
             sampler = RandomBatchSampler(n, self.batch_size, self.seed, rank, world)
         progress = lambda: trainer_progress(self.trainer)  # noqa: E731

@@ -12,7 +12,8 @@ with ``(seed, e, i, v)``: crops depend neither on the number of workers nor on w
 interrupted epoch resumed, so mid-epoch resume is exact (with
 :mod:`contrastive.data.resume`, which skips the batches already trained on).
 
-Evaluation splits are :class:`FileImages`: a lazy ``[N, 3, S, S]`` uint8 "array"
+Evaluation splits are :class:`LazyImages` (:class:`FileImages`, or the sharded
+:class:`contrastive.data.shards.ShardImages`): a lazy ``[N, 3, S, S]`` uint8 "array"
 whose slices decode the files with the evaluation protocol (resize the shorter side,
 center crop), the same function as the in-memory cache (bit-identical tensors). SPCL's
 clustering pass, ``linear_eval.py`` feature extraction and fine-tuning index it like a
@@ -31,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from contrastive.data.decode import crop_resize, load_rgb, pad_shift_crop, resize_center_crop, sample_crop_box
+from contrastive.data.photometric import photometric, slot_views, stream_views  # noqa: F401 (the device half)
 from contrastive.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -48,61 +50,53 @@ def default_workers(configured: Optional[int]) -> int:
     return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
-@dataclass
-class FileImages:
-    """A lazy uint8 ``[N, 3, size, size]`` array over image files (evaluation protocol).
+class LazyImages:
+    """A lazy uint8 ``[N, 3, size, size]`` array (evaluation protocol) over encoded images.
 
-    Indexing with an int, a slice, a list or a LongTensor decodes those files (threads)
+    Indexing with an int, a slice, a list or a LongTensor decodes those images (threads)
     and returns a real uint8 tensor; ``to()`` returns the lazy array itself, so code
-    written for tensors (``images.to(device)[a:b]``) works unchanged.
+    written for tensors (``images.to(device)[a:b]``) works unchanged. Subclasses give
+    ``__len__``, :meth:`read` (one full-resolution image through a transform) and
+    ``select``, and the fields ``size``, ``resize``, ``num_workers``, ``crop_ratio``.
     """
-
-    paths: List[str]
-    size: int
-    resize: Optional[int] = None
-    decoder: str = "pil"
-    on_bad_image: str = "error"
-    num_workers: int = 0
-    crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3)
 
     dtype = torch.uint8
     ndim = 4
     device = torch.device("cpu")
     is_cuda = False
+    size: int
+    resize: Optional[int]
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def read(self, i: int, transform) -> Optional[torch.Tensor]:
+        """``transform(uint8 [3, H, W] image i)``; ``None`` when unreadable and ``on_bad_image=skip``."""
+        raise NotImplementedError
 
     @property
     def shape(self) -> torch.Size:
-        return torch.Size((len(self.paths), 3, self.size, self.size))
-
-    def __len__(self) -> int:
-        return len(self.paths)
+        return torch.Size((len(self), 3, self.size, self.size))
 
     def numel(self) -> int:
-        return len(self.paths) * 3 * self.size * self.size
+        return len(self) * 3 * self.size * self.size
 
-    def to(self, *args: Any, **kwargs: Any) -> "FileImages":
+    def to(self, *args: Any, **kwargs: Any) -> "LazyImages":
         return self
-
-    def select(self, indices: Any) -> "FileImages":
-        """A lazy subset (``ImageArray.subset``)."""
-        idx = torch.as_tensor(indices, dtype=torch.long).flatten().tolist()
-        return FileImages([self.paths[i] for i in idx], self.size, self.resize, self.decoder, self.on_bad_image,
-                          self.num_workers, self.crop_ratio)
 
     def _indices(self, key: Any) -> List[int]:
         if isinstance(key, slice):
-            return list(range(len(self.paths)))[key]
+            return list(range(len(self)))[key]
         if isinstance(key, int):
             return [key]
         return torch.as_tensor(key, dtype=torch.long).flatten().tolist()
 
     def decode(self, i: int) -> Optional[torch.Tensor]:
-        """uint8 ``[3, S, S]`` of file ``i``; ``None`` when unreadable and ``on_bad_image=skip``."""
-        return read_or_skip(self.paths[i], self.decoder, self.on_bad_image,
-                            lambda image: resize_center_crop(image, self.size, self.resize))
+        """uint8 ``[3, S, S]`` of image ``i`` (resize the shorter side, center crop)."""
+        return self.read(i, lambda image: resize_center_crop(image, self.size, self.resize))
 
     def decode_batch(self, indices: Sequence[int], threads: int = 1) -> torch.Tensor:
-        """uint8 ``[b, 3, S, S]``; an unreadable file (``skip``) is replaced by its batch neighbour."""
+        """uint8 ``[b, 3, S, S]``; an unreadable image (``skip``) is replaced by its batch neighbour."""
         if threads > 1 and len(indices) > 1:
             with ThreadPoolExecutor(max_workers=threads) as pool:
                 images = list(pool.map(self.decode, indices))
@@ -116,22 +110,48 @@ class FileImages:
         return out[0] if isinstance(key, int) else out
 
 
+@dataclass
+class FileImages(LazyImages):
+    """:class:`LazyImages` over image files."""
+
+    paths: List[str]
+    size: int
+    resize: Optional[int] = None
+    decoder: str = "pil"
+    on_bad_image: str = "error"
+    num_workers: int = 0
+    crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def select(self, indices: Any) -> "FileImages":
+        """A lazy subset (``ImageArray.subset``)."""
+        idx = torch.as_tensor(indices, dtype=torch.long).flatten().tolist()
+        return FileImages([self.paths[i] for i in idx], self.size, self.resize, self.decoder, self.on_bad_image,
+                          self.num_workers, self.crop_ratio)
+
+    def read(self, i: int, transform) -> Optional[torch.Tensor]:
+        path = self.paths[i]
+        return read_or_skip(path, self.on_bad_image, transform, lambda: load_rgb(path, self.decoder))
+
+
 _reported: set = set()
 
 
-def read_or_skip(path: str, decoder: str, policy: str, transform) -> Optional[torch.Tensor]:
-    """``transform(load_rgb(path))``, applying ``dataset.on_bad_image`` to unreadable files
-    (each skipped file is named once per process)."""
+def read_or_skip(name: str, policy: str, transform, load) -> Optional[torch.Tensor]:
+    """``transform(load())``, applying ``dataset.on_bad_image`` to an unreadable image
+    ``name`` (a file, or a shard entry; each skipped one is named once per process)."""
     try:
-        return transform(load_rgb(path, decoder))
+        return transform(load())
     except (RuntimeError, ValueError, OSError) as err:
         if policy == "error":
             from contrastive.data.folders import bad_image_error
 
-            raise bad_image_error(path, err) from None
-        if path not in _reported:
-            _reported.add(path)
-            log.warning("skipped unreadable image %s (%d so far in this process)", path, len(_reported))
+            raise bad_image_error(name, err) from None
+        if name not in _reported:
+            _reported.add(name)
+            log.warning("skipped unreadable image %s (%d so far in this process)", name, len(_reported))
         return None
 
 
@@ -167,6 +187,10 @@ def geometric_of(augment: torch.nn.Module, ratio: Tuple[float, float]) -> Geomet
     if isinstance(augment, SupervisedAugment):
         if augment.random_resized_crop:
             return Geometric("rrc", (float(augment.min_scale), 1.0), tuple(ratio), float(augment.hflip_prob))
+        if getattr(augment, "shift_range", None) is not None or getattr(augment, "shift_fill", "zero") != "zero":
+            raise ConfigError(f"dataset.storage=stream shifts by augment.padding pixels with zero fill; augment.shift_range="
+                              f"{augment.shift_range} / augment.shift_fill={augment.shift_fill} (Keras shifts) need "
+                              "dataset.storage=memory")
         return Geometric("pad", hflip_prob=float(augment.hflip_prob), padding=int(augment.padding))
     raise ConfigError(f"dataset.storage=stream supports the built-in augmentations (simclr, supervised), "
                       f"not {augment.__class__.__name__}")
@@ -179,7 +203,7 @@ def crop_seed(seed: int, epoch: int, index: int, view: int) -> int:
 class CropBatches(Dataset):
     """Training batches of crops: ``ds[(epoch, [i, j, ...])] -> (uint8 [B, V, 3, S, S], labels [B], indices [B])``."""
 
-    def __init__(self, files: FileImages, labels: torch.Tensor, geometric: Geometric, views: int, seed: int) -> None:
+    def __init__(self, files: LazyImages, labels: torch.Tensor, geometric: Geometric, views: int, seed: int) -> None:
         self.files, self.labels, self.geometric = files, labels, geometric
         self.views, self.seed = int(views), int(seed)
 
@@ -205,16 +229,15 @@ class CropBatches(Dataset):
 
     def __getitem__(self, item: Tuple[int, Sequence[int]]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         epoch, indices = item
-        f = self.files
-        crops = [read_or_skip(f.paths[i], f.decoder, f.on_bad_image, lambda im, i=i: self.crops(im, epoch, i)) for i in indices]
+        crops = [self.files.read(i, lambda im, i=i: self.crops(im, epoch, i)) for i in indices]
         idx = torch.as_tensor(list(indices), dtype=torch.long)
-        return torch.stack(_fill_skipped(crops, f.size)), self.labels[idx], idx  # [B, V, 3, S, S]
+        return torch.stack(_fill_skipped(crops, self.files.size)), self.labels[idx], idx  # [B, V, 3, S, S]
 
 
 class EvalBatches(Dataset):
     """Evaluation batches: ``ds[[i, j, ...]] -> (uint8 [B, 3, S, S], labels [B], indices [B])``."""
 
-    def __init__(self, files: FileImages, labels: torch.Tensor) -> None:
+    def __init__(self, files: LazyImages, labels: torch.Tensor) -> None:
         self.files, self.labels = files, labels
 
     def __len__(self) -> int:
@@ -255,32 +278,6 @@ def worker_init(_: int) -> None:
     torch.set_num_threads(1)  # one decode + resize per worker; the workers are the parallelism
 
 
-def photometric(augment: torch.nn.Module, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """The photometric part of ``augment`` on crops that are already at the training size.
-
-    Args:
-        augment: A :class:`~contrastive.augment.SimCLRAugment` or ``SupervisedAugment``.
-        images: uint8 ``[B, 3, S, S]`` streamed crops.
-
-    Returns:
-        float32 ``[B, 3, S, S]``, normalised.
-    """
-    from contrastive.augment import SimCLRAugment, _to_float
-
-    if isinstance(augment, SimCLRAugment):
-        b, _, h, w = images.shape
-        params = augment.sample_params(b, h, w, images.device, generator)  # same RNG draws as the memory path
-        params.crop = torch.tensor([0.0, 0.0, float(h), float(w)], device=images.device).expand(b, 4)  # whole crop:
-        params.flip = torch.zeros_like(params.flip)  # the identity resample (pixel centres), no flip
-        return augment.apply(images, params)
-    return augment.normalise(_to_float(images))
-
-
-def stream_views(augment: torch.nn.Module, images: torch.Tensor) -> List[torch.Tensor]:
-    """uint8 ``[B, V, 3, S, S]`` -> ``V`` float views ``[B, 3, S, S]`` (photometric part only)."""
-    return [photometric(augment, images[:, v]) for v in range(images.shape[1])]
-
-
 def choose_storage(storage: str, num_images: int, size: int, ram_share: float, name: str) -> str:
     """``dataset.storage`` -> ``"memory"`` or ``"stream"``; ``auto`` decides by the decoded size.
 
@@ -301,19 +298,3 @@ def choose_storage(storage: str, num_images: int, size: int, ram_share: float, n
              choice, name, num_images, size, needed / 2**30, "within" if choice == "memory" else "more than",
              100 * float(ram_share), total / 2**30)
     return choice
-
-
-def slot_views(augment: torch.nn.Module, autoaugment: Optional[torch.nn.Module], picked: torch.Tensor, batch: int) -> torch.Tensor:
-    """ImCLR on streamed crops: row ``r`` of ``picked`` (uint8 ``[kB, V, 3, S, S]``, slot-major)
-    fills slot ``r // batch`` and takes that slot's crop of its image, so the ``k`` images of
-    an input are independent crops even when an image appears in several slots. Then
-    AutoAugment (on uint8, after the crop as in the paper) and the photometric part.
-
-    Returns:
-        float32 ``[kB, 3, S, S]``, normalised.
-    """
-    rows = torch.arange(picked.shape[0], device=picked.device)  # [kB]
-    crops = picked[rows, (rows // batch).clamp(max=picked.shape[1] - 1)]  # uint8 [kB, 3, S, S]
-    if autoaugment is not None:
-        crops = autoaugment(crops)  # uint8 [kB, 3, S, S]
-    return photometric(augment, crops)

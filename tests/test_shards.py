@@ -1,0 +1,176 @@
+"""dataset=shards (issue 15): WebDataset tar shards written by shards_convert, read by index;
+a seed-fixed per-epoch shuffle with disjoint rank parts, exact mid-epoch resume, checksums."""
+
+import os
+import socket
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from contrastive.augment import SimCLRAugment
+from contrastive.data.folders import decode_files, list_class_folders
+from contrastive.data.resume import ResumableLoader
+from contrastive.data.shards import ShardImages, ShardShuffleBatchSampler, read_manifest, verify_shards
+from contrastive.data.shards_convert import convert_folder
+from contrastive.data.stream import CropBatches, EpochTagged, geometric_of, worker_init
+from contrastive.errors import DatasetError
+from tests.test_stream import shapes_folder
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    base = tmp_path_factory.mktemp("shards")
+    images = shapes_folder(base / "images", 96, 24)
+    summary = convert_folder(images, base / "shards", shard_bytes=24 << 10, threads=2)  # ~1 KiB JPEGs: ~20 a shard
+    assert summary["train"]["images"] == 96 and summary["train"]["shards"] >= 4, summary
+    return images, base / "shards"
+
+
+def _images(folder: Path, size: int = 16) -> ShardImages:
+    manifest = read_manifest(folder)
+    return ShardImages(str(folder), size, [s["filename"] for s in manifest["shards"]],
+                       [s["samples"] for s in manifest["shards"]])
+
+
+def test_shards_hold_the_files_bytes_and_are_standard_webdataset(converted):
+    import webdataset as wds
+
+    images, shards = converted
+    files = list_class_folders(images / "train")[1]
+    lazy = _images(shards / "train")
+    assert all(lazy.raw(i) == Path(files[i][0]).read_bytes() for i in range(len(files)))
+    urls = [str(shards / "train" / s["filename"]) for s in read_manifest(shards / "train")["shards"]]
+    samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))
+    assert [s["__key__"] for s in samples] == [f"{i:09d}" for i in range(len(files))]
+    assert [int(s["cls"]) for s in samples] == [label for _, label in files]
+
+
+def test_shard_eval_tensors_equal_the_memory_path(converted):
+    images, shards = converted
+    memory, _ = decode_files(list_class_folders(images / "val")[1], 16, cache_dir=None)
+    assert torch.equal(_images(shards / "val")[:], memory.images)
+
+
+def test_shuffle_is_seed_fixed_per_epoch_with_disjoint_whole_shard_rank_parts():
+    sizes = [10, 10, 10, 7]  # 37 samples, 2 ranks: 18 each, one sample left out
+    ranks = [ShardShuffleBatchSampler(sizes, 6, seed=4, rank=r, world_size=2, window=2) for r in (0, 1)]
+    for s in ranks:
+        s.set_epoch(3)
+    a, b = (torch.cat([torch.tensor(x) for x in s]) for s in ranks)
+    assert len(a) == len(b) == 18 and not set(a.tolist()) & set(b.tolist())
+    # rank 0 reads the first 18 samples of the epoch's shard order: whole shards (and a part of one)
+    order = torch.randperm(4, generator=torch.Generator().manual_seed(4 + 3)).tolist()
+    starts = [0, 10, 20, 30]
+    expected = [i for c in order for i in range(starts[c], starts[c] + sizes[c])][:18]
+    assert sorted(a.tolist()) == sorted(expected)
+    again = ShardShuffleBatchSampler(sizes, 6, seed=4, rank=0, world_size=2, window=2)  # a new process: same order
+    again.set_epoch(3)
+    assert torch.cat([torch.tensor(x) for x in again]).tolist() == a.tolist()
+    again.set_epoch(4)
+    assert torch.cat([torch.tensor(x) for x in again]).tolist() != a.tolist()
+
+
+def _loader(images, sampler, workers):
+    aug = SimCLRAugment(16, (0.5,) * 3, (0.25,) * 3)
+    ds = CropBatches(images, torch.arange(len(images)), geometric_of(aug, (3 / 4, 4 / 3)), 2, seed=3)
+    kwargs = {"num_workers": workers, "worker_init_fn": worker_init} if workers else {}
+    return ResumableLoader(ds, EpochTagged(sampler), lambda: (0, 0), **kwargs)
+
+
+def test_mid_epoch_resume_is_exact_on_shards(converted):
+    images = _images(converted[1] / "train")
+    full = _loader(images, ShardShuffleBatchSampler(images.shard_sizes, 16, seed=5, window=2), workers=2)
+    full.sampler.set_epoch(1)
+    reference = list(full)
+    resumed = _loader(images, ShardShuffleBatchSampler(images.shard_sizes, 16, seed=5, window=2), workers=0)
+    resumed.load_state_dict({"epoch": 1, "batches_done": 2})
+    resumed.sampler.set_epoch(1)
+    rest = list(resumed)
+    assert len(rest) == len(reference) - 2 == 4
+    for (a, la, ia), (b, lb, ib) in zip(reference[2:], rest):
+        assert torch.equal(ia, ib) and torch.equal(a, b)
+
+
+def _ddp_worker(rank, port, folder, out):
+    try:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=2)
+        images = _images(Path(folder))
+        loader = _loader(images, ShardShuffleBatchSampler(images.shard_sizes, 8, 0, rank, 2, window=2), workers=1)
+        loader.sampler.set_epoch(2)
+        seen = torch.cat([idx for _, _, idx in loader])
+        gathered = [torch.empty_like(seen) for _ in range(2)]
+        dist.all_gather(gathered, seen)
+        torch.save(gathered, Path(out) / f"rank{rank}.pt")
+        dist.destroy_process_group()
+    except Exception:  # reported by the test, not lost in a child process
+        (Path(out) / f"rank{rank}.err").write_text(traceback.format_exc())
+
+
+def test_two_ddp_processes_read_disjoint_shard_parts_covering_the_epoch(converted, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_ddp_worker, args=(port, str(converted[1] / "train"), str(tmp_path)), nprocs=2, start_method="fork")
+    errors = list(tmp_path.glob("*.err"))
+    assert not errors, errors[0].read_text()
+    a, b = torch.load(tmp_path / "rank0.pt")
+    assert not set(a.tolist()) & set(b.tolist())
+    assert sorted(a.tolist() + b.tolist()) == list(range(96))  # 96 images, 2 x 48: the whole epoch
+
+
+def _damage(path: Path, truncate: bool) -> None:
+    data = bytearray(path.read_bytes())
+    if truncate:
+        data = data[:-512]
+    else:
+        data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_a_damaged_shard_is_named(converted, tmp_path, truncate):
+    import shutil
+
+    folder = tmp_path / "val"
+    shutil.copytree(converted[1] / "val", folder)
+    manifest = read_manifest(folder)
+    verify_shards(folder, manifest, "once", tmp_path / "cache")  # intact: verified, stamp written
+    assert list((tmp_path / "cache" / "shards").glob("*.verified"))
+    shard = folder / manifest["shards"][0]["filename"]
+    _damage(shard, truncate)
+    with pytest.raises(DatasetError, match=f"shard '{shard}'.*(bad checksum|damaged)"):
+        verify_shards(folder, manifest, "once", tmp_path / "cache")  # the stamp does not cover a changed file
+
+
+def test_bad_shard_settings_are_one_line_errors(converted, tmp_path):
+    from contrastive.config import load_config
+    from contrastive.data import build_dataset
+
+    def build(*overrides):
+        cfg = load_config(["dataset=shards", f"dataset.root={converted[1]}", f"dataset.cache_dir={tmp_path}", *overrides])
+        return build_dataset(cfg.dataset)
+
+    splits = build("dataset.image_size=16")
+    assert splits.train.streamed and len(splits.train) == 96 and splits.num_classes == 4
+    for overrides, message in ((["dataset.verify_shards=sometimes"], "verify_shards='sometimes'.*once, always, never"),
+                               (["dataset.storage=memory"], "dataset=shards streams"),
+                               ([f"dataset.root={tmp_path}"], "is not a converted shard folder"),
+                               (["dataset.shuffle_window=0"], "shuffle_window must be >= 1")):
+        with pytest.raises(DatasetError, match=message):
+            build(*overrides)
+
+
+def test_train_on_shards_end_to_end(converted, tmp_path, fast_overrides):
+    import train
+
+    overrides = [o for o in fast_overrides if not o.startswith("dataset.num_")] + [
+        "dataset=shards", f"dataset.root={converted[1]}", "dataset.image_size=16", "dataset.num_workers=1",
+        f"dataset.cache_dir={tmp_path / 'cache'}", "batch_size=16", "trainer.max_epochs=1", "knn.k=5"]
+    summary = train.main(overrides)
+    assert summary["epochs"] == 1 and Path(summary["last_checkpoint"]).is_file(), summary
+    assert 0.0 <= summary["knn_top1"] <= 100.0 and summary["knn_top1_random_init"] is not None, summary
