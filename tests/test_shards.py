@@ -165,12 +165,22 @@ def test_bad_shard_settings_are_one_line_errors(converted, tmp_path):
             build(*overrides)
 
 
-def test_train_on_shards_end_to_end(converted, tmp_path, fast_overrides):
+@pytest.mark.parametrize("method", ["simclr", "spcl"])
+def test_train_and_evaluate_on_shards_end_to_end(converted, tmp_path, fast_overrides, method):
+    """SimCLR through the shard-aware sampler; SPCL through its own prototype sampler (random
+    access) and its clustering pass; then linear_eval.py's kNN extracts features from the shards."""
+    import linear_eval
     import train
 
+    extra = ["method.num_prototypes=[4]"] if method == "spcl" else []
     overrides = [o for o in fast_overrides if not o.startswith("dataset.num_")] + [
-        "dataset=shards", f"dataset.root={converted[1]}", "dataset.image_size=16", "dataset.num_workers=1",
-        f"dataset.cache_dir={tmp_path / 'cache'}", "batch_size=16", "trainer.max_epochs=1", "knn.k=5"]
+        f"method={method}", "dataset=shards", f"dataset.root={converted[1]}", "dataset.image_size=16",
+        "dataset.num_workers=1", f"dataset.cache_dir={tmp_path / 'cache'}", "batch_size=16", "trainer.max_epochs=1",
+        "knn.k=5", *extra]
     summary = train.main(overrides)
     assert summary["epochs"] == 1 and Path(summary["last_checkpoint"]).is_file(), summary
     assert 0.0 <= summary["knn_top1"] <= 100.0 and summary["knn_top1_random_init"] is not None, summary
+    if method == "spcl":
+        (knn,) = linear_eval.main([f"checkpoint={summary['last_checkpoint']}", "eval.mode=knn", "eval.knn.k=5",
+                                   "eval.progress_bar=false"])["results"]
+        assert knn["mode"] == "knn" and 0.0 <= knn["top1"] <= 100.0, knn
