@@ -78,12 +78,19 @@ def decoders(folder: Path, n: int = 300, repeats: int = 3) -> dict:
 
     torch.set_num_threads(1)
     paths = [p for p, _ in _files(folder, n)]
-    times = {"pil": [], "torchvision": []}
+    decode = {name: (lambda p, name=name: load_rgb(p, name)) for name in ("pil", "torchvision")}
+    try:  # libjpeg-turbo bindings, if installed (`pip install simplejpeg`; not a dependency of the project)
+        import simplejpeg
+
+        decode["simplejpeg"] = lambda p: torch.from_numpy(simplejpeg.decode_jpeg(Path(p).read_bytes(), colorspace="RGB")).permute(2, 0, 1)
+    except ImportError:
+        pass
+    times = {name: [] for name in decode}
     for _ in range(repeats):
-        for name in times:
+        for name, fn in decode.items():
             start = time.perf_counter()
             for p in paths:
-                load_rgb(p, name)
+                fn(p)
             times[name].append(1000 * (time.perf_counter() - start) / len(paths))
     return {k: round(statistics.median(v), 2) for k, v in times.items()} | {"unit": "ms/image, 1 thread", "images": n}
 

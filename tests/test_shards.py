@@ -1,15 +1,10 @@
 """dataset=shards (issue 15): WebDataset tar shards written by shards_convert, read by index;
 a seed-fixed per-epoch shuffle with disjoint rank parts, exact mid-epoch resume, checksums."""
 
-import os
-import socket
-import traceback
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from contrastive.augment import SimCLRAugment
 from contrastive.data.folders import decode_files, list_class_folders
@@ -18,7 +13,7 @@ from contrastive.data.shards import ShardImages, ShardShuffleBatchSampler, read_
 from contrastive.data.shards_convert import convert_folder
 from contrastive.data.stream import CropBatches, EpochTagged, geometric_of, worker_init
 from contrastive.errors import DatasetError
-from tests.test_stream import shapes_folder
+from tests.test_stream import indices_of_two_ddp_processes, shapes_folder
 
 
 @pytest.fixture(scope="module")
@@ -95,30 +90,13 @@ def test_mid_epoch_resume_is_exact_on_shards(converted):
         assert torch.equal(ia, ib) and torch.equal(a, b)
 
 
-def _ddp_worker(rank, port, folder, out):
-    try:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        dist.init_process_group("gloo", rank=rank, world_size=2)
-        images = _images(Path(folder))
-        loader = _loader(images, ShardShuffleBatchSampler(images.shard_sizes, 8, 0, rank, 2, window=2), workers=1)
-        loader.sampler.set_epoch(2)
-        seen = torch.cat([idx for _, _, idx in loader])
-        gathered = [torch.empty_like(seen) for _ in range(2)]
-        dist.all_gather(gathered, seen)
-        torch.save(gathered, Path(out) / f"rank{rank}.pt")
-        dist.destroy_process_group()
-    except Exception:  # reported by the test, not lost in a child process
-        (Path(out) / f"rank{rank}.err").write_text(traceback.format_exc())
-
-
 def test_two_ddp_processes_read_disjoint_shard_parts_covering_the_epoch(converted, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_ddp_worker, args=(port, str(converted[1] / "train"), str(tmp_path)), nprocs=2, start_method="fork")
-    errors = list(tmp_path.glob("*.err"))
-    assert not errors, errors[0].read_text()
-    a, b = torch.load(tmp_path / "rank0.pt")
+    images = _images(converted[1] / "train")
+
+    def make_loader(rank):
+        return _loader(images, ShardShuffleBatchSampler(images.shard_sizes, 8, 0, rank, 2, window=2), workers=1)
+
+    a, b = indices_of_two_ddp_processes(make_loader, 2, tmp_path)
     assert not set(a.tolist()) & set(b.tolist())
     assert sorted(a.tolist() + b.tolist()) == list(range(96))  # 96 images, 2 x 48: the whole epoch
 

@@ -118,13 +118,12 @@ def test_mid_epoch_resume_is_exact_on_the_stream_path(folder):
         assert torch.equal(ia, ib) and torch.equal(la, lb) and torch.equal(a, b)
 
 
-def _ddp_worker(rank, port, paths, out):
+def _ddp_worker(rank, port, make_loader, epoch, out):
     try:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=2)
-        files, labels = FileImages(paths, 16), torch.arange(len(paths))
-        loader = _loader(files, labels, RandomBatchSampler(len(paths), 8, seed=0, rank=rank, world_size=2), workers=1)
-        loader.sampler.set_epoch(3)
+        loader = make_loader(rank)
+        loader.sampler.set_epoch(epoch)
         seen = torch.cat([idx for _, _, idx in loader])
         gathered = [torch.empty_like(seen) for _ in range(2)]
         dist.all_gather(gathered, seen)
@@ -134,15 +133,25 @@ def _ddp_worker(rank, port, paths, out):
         (Path(out) / f"rank{rank}.err").write_text(traceback.format_exc())
 
 
-def test_two_ddp_processes_read_disjoint_parts_covering_the_epoch(folder, tmp_path):
-    paths = [str(p) for p, _ in _files(folder)]  # 96 images, global batch 16: 6 steps, nothing dropped
+def indices_of_two_ddp_processes(make_loader, epoch: int, out: Path):
+    """The sample indices that ``make_loader(rank)`` yields in ``epoch`` on each of 2 gloo processes."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_ddp_worker, args=(port, paths, str(tmp_path)), nprocs=2, start_method="fork")
-    errors = list(tmp_path.glob("*.err"))
+    mp.start_processes(_ddp_worker, args=(port, make_loader, epoch, str(out)), nprocs=2, start_method="fork")
+    errors = list(out.glob("*.err"))
     assert not errors, errors[0].read_text()
-    a, b = torch.load(tmp_path / "rank0.pt")
+    return torch.load(out / "rank0.pt")
+
+
+def test_two_ddp_processes_read_disjoint_parts_covering_the_epoch(folder, tmp_path):
+    paths = [str(p) for p, _ in _files(folder)]  # 96 images, global batch 16: 6 steps, nothing dropped
+
+    def make_loader(rank):
+        sampler = RandomBatchSampler(len(paths), 8, seed=0, rank=rank, world_size=2)
+        return _loader(FileImages(paths, 16), torch.arange(len(paths)), sampler, workers=1)
+
+    a, b = indices_of_two_ddp_processes(make_loader, 3, tmp_path)
     assert len(set(a.tolist()) & set(b.tolist())) == 0
     assert sorted(a.tolist() + b.tolist()) == list(range(len(paths)))
     order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(0 + 3))  # seed + epoch
