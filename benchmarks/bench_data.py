@@ -135,22 +135,18 @@ def throughput(folder: Path, workers: int, batch: int = 64, steps: int = 5, repe
         aug = SimCLRAugment(size, mean, std, cj_strength=1.0, blur_prob=0.5)
         files = FileImages([str(p) for p, _ in samples], size, decoder="torchvision")
         labels = torch.tensor([c for _, c in samples])
-        # "ours": what train.py does on CPU (dataset.photometric=auto: the workers do the photometric part too);
-        # "ours_photometric_on_device": the DALI/FFCV split, photometric batch-wise in the training process.
-        datasets = {"ours": CropBatches(files, labels, geometric_of(aug, (3 / 4, 4 / 3)), 2, seed=0, photometric_augment=aug),
-                    "ours_photometric_on_device": CropBatches(files, labels, geometric_of(aug, (3 / 4, 4 / 3)), 2, seed=0)}
+        ds = CropBatches(files, labels, geometric_of(aug, (3 / 4, 4 / 3)), 2, seed=0)
         ref = ImageFolder(str(folder / "train"), transform=SimCLRTransform(input_size=size))
-        res = {"ours": [], "ours_photometric_on_device": [], "lightly": []}
+        res = {"ours": [], "lightly": []}
         for r in range(repeats):
             for name in res:
                 torch.manual_seed(0)
                 model = _Model(size)
                 opt = torch.optim.SGD(model.parameters(), lr=0.01)
-                if name in datasets:
+                if name == "ours":
                     sampler = EpochTagged(RandomBatchSampler(len(samples), batch, seed=r))
-                    loader = DataLoader(datasets[name], batch_size=None, sampler=sampler, num_workers=workers,
-                                        worker_init_fn=worker_init)
-                    views = (lambda b: b[0].unbind(1)) if name == "ours" else (lambda b: stream_views(aug, b[0]))
+                    loader = DataLoader(ds, batch_size=None, sampler=sampler, num_workers=workers, worker_init_fn=worker_init)
+                    views = lambda b: stream_views(aug, b[0])  # noqa: E731
                 else:
                     loader = DataLoader(ref, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
                     views = lambda b: b[0]  # noqa: E731
@@ -158,7 +154,6 @@ def throughput(folder: Path, workers: int, batch: int = 64, steps: int = 5, repe
                 del loader
         out[f"{size}px"] = {k: round(statistics.median(v), 1) for k, v in res.items()}
         out[f"{size}px"]["ratio"] = round(out[f"{size}px"]["ours"] / out[f"{size}px"]["lightly"], 2)
-        out[f"{size}px"]["ratio_photometric_on_device"] = round(out[f"{size}px"]["ours_photometric_on_device"] / out[f"{size}px"]["lightly"], 2)
     out["load_after"] = _load()
     return out
 

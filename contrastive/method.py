@@ -80,8 +80,6 @@ class Method(pl.LightningModule):
         """uint8 ``[B,3,H,W]`` -> training input. Default: ``method.num_views`` strong views.
         Streamed batches (``dataset.storage=stream``) are ``[B, V, 3, S, S]`` crops: only the
         photometric part of the augmentation is left to do here."""
-        if images.ndim == 5 and images.is_floating_point():  # the workers did the photometric part too
-            return [self._to_memory_format(v) for v in images.unbind(1)], labels
         if images.ndim == 5:
             from contrastive.data.stream import stream_views
 

@@ -96,22 +96,20 @@ def test_photometric_part_leaves_geometry_alone():
     assert torch.allclose(photometric(aug, images), images.float() / 255, atol=1e-5)
 
 
-def _loader(files, labels, sampler, workers, photometric=False):
+def _loader(files, labels, sampler, workers):
     aug = SimCLRAugment(16, (0.5,) * 3, (0.25,) * 3)
-    ds = CropBatches(files, labels, geometric_of(aug, (3 / 4, 4 / 3)), 2, seed=3, photometric_augment=aug if photometric else None)
+    ds = CropBatches(files, labels, geometric_of(aug, (3 / 4, 4 / 3)), 2, seed=3)
     kwargs = {"num_workers": workers, "worker_init_fn": worker_init} if workers else {}
     return ResumableLoader(ds, EpochTagged(sampler), lambda: (0, 0), **kwargs)
 
 
-@pytest.mark.parametrize("photometric", [False, True], ids=["photometric-on-device", "photometric-in-workers"])
-def test_mid_epoch_resume_is_exact_on_the_stream_path(folder, photometric):
+def test_mid_epoch_resume_is_exact_on_the_stream_path(folder):
     samples = _files(folder)
     files, labels = FileImages([str(p) for p, _ in samples], 16), torch.tensor([c for _, c in samples])
-    full = _loader(files, labels, RandomBatchSampler(len(samples), 16, seed=5), workers=2, photometric=photometric)
+    full = _loader(files, labels, RandomBatchSampler(len(samples), 16, seed=5), workers=2)
     full.sampler.set_epoch(1)
     reference = [b for b in full]
-    assert reference[0][0].dtype == (torch.float32 if photometric else torch.uint8)
-    resumed = _loader(files, labels, RandomBatchSampler(len(samples), 16, seed=5), workers=0, photometric=photometric)
+    resumed = _loader(files, labels, RandomBatchSampler(len(samples), 16, seed=5), workers=0)  # any worker count
     resumed.load_state_dict({"epoch": 1, "batches_done": 2})
     resumed.sampler.set_epoch(1)
     rest = [b for b in resumed]
@@ -193,42 +191,3 @@ def test_keras_shifts_on_the_stream_path_are_refused_not_ignored():
     aug = SupervisedAugment(16, (0.5,) * 3, (0.25,) * 3, padding=0, shift_range=0.1, shift_fill="nearest")
     with pytest.raises(ConfigError, match="shift_range=0.1.*dataset.storage=memory"):
         geometric_of(aug, (3 / 4, 4 / 3))
-
-
-def test_photometric_in_workers_is_the_device_operation_seeded_by_the_batch(folder):
-    from contrastive.data.photometric import photometric
-
-    samples = _files(folder)
-    files, labels = FileImages([str(p) for p, _ in samples[:8]], 16), torch.arange(8)
-    aug = SimCLRAugment(16, (0.5,) * 3, (0.25,) * 3)
-    crops = CropBatches(files, labels, geometric_of(aug, (3 / 4, 4 / 3)), 2, seed=3)[(2, [5, 1, 7])][0]  # uint8 [3, 2, 3, 16, 16]
-    views = CropBatches(files, labels, geometric_of(aug, (3 / 4, 4 / 3)), 2, seed=3, photometric_augment=aug)[(2, [5, 1, 7])][0]
-    for v in range(2):
-        g = torch.Generator().manual_seed(crop_seed(3, 2, 5, 1_000 + v))
-        assert torch.equal(views[:, v], photometric(aug, crops[:, v], g))
-
-
-def test_where_the_photometric_part_runs():
-    from omegaconf import OmegaConf
-
-    from contrastive.data.module import photometric_in_workers
-    from contrastive.errors import ConfigError
-    from contrastive.method import Method
-    from contrastive.methods.imclr import ImCLR
-
-    def model(cls, place):
-        m = cls.__new__(cls)  # only the class and the config matter
-        m.__dict__["cfg"] = OmegaConf.create({"dataset": {"photometric": place}, "method": {"name": cls.__name__}})
-        return m
-
-    plain = type("Plain", (Method,), {})
-    assert photometric_in_workers(model(plain, "auto"), "cpu", 2)
-    assert not photometric_in_workers(model(plain, "auto"), "cuda", 2)
-    assert not photometric_in_workers(model(plain, "auto"), "cpu", 0)
-    assert not photometric_in_workers(model(plain, "device"), "cpu", 2)
-    assert photometric_in_workers(model(plain, "workers"), "cuda", 2)
-    assert not photometric_in_workers(model(ImCLR, "auto"), "cpu", 2)  # composes its inputs first
-    with pytest.raises(ConfigError, match="needs dataset.num_workers > 0 and a method without its own make_views"):
-        photometric_in_workers(model(ImCLR, "workers"), "cpu", 2)
-    with pytest.raises(ConfigError, match="dataset.photometric='gpu' is not valid; choose one of auto, device, workers"):
-        photometric_in_workers(model(plain, "gpu"), "cpu", 2)

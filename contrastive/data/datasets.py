@@ -29,10 +29,6 @@ def build_dataset(cfg: Any) -> DatasetSplits:
 
     if str(cfg.get("storage", "memory")) not in STORAGE:
         raise DatasetError(f"dataset.storage='{cfg.storage}' is not valid; choose one of {', '.join(STORAGE)}")
-    from contrastive.data.module import PHOTOMETRIC_PLACES
-
-    if str(cfg.get("photometric", "auto")) not in PHOTOMETRIC_PLACES:
-        raise DatasetError(f"dataset.photometric='{cfg.photometric}' is not valid; choose one of {', '.join(PHOTOMETRIC_PLACES)}")
     splits = DATASETS.create(cfg.name, cfg)
     if str(cfg.get("storage", "memory")) == "stream" and not splits.train.streamed:
         raise DatasetError(f"dataset.storage=stream needs image files (imagefolder, imagenet, imagenet100, tinyimagenet); "

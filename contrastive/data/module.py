@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Callable, List, Optional
 
 import pytorch_lightning as pl
@@ -106,9 +105,7 @@ class ArrayDataModule(pl.LightningDataModule):
             raise RuntimeError("the streamed training loader needs the trainer's model (for its augmentation)")
         files = self.splits.train.images
         views = model.stream_views() if hasattr(model, "stream_views") else int(model.cfg.method.get("num_views", 2))
-        in_workers = photometric_in_workers(model, self.trainer.strategy.root_device.type, files.num_workers)
-        dataset = CropBatches(files, self.splits.train.labels, geometric_of(model.augment, files.crop_ratio), views, self.seed,
-                              copy.deepcopy(model.augment).cpu() if in_workers else None)  # a CPU copy for the workers
+        dataset = CropBatches(files, self.splits.train.labels, geometric_of(model.augment, files.crop_ratio), views, self.seed)
         workers = files.num_workers
         return ResumableLoader(dataset, EpochTagged(sampler), progress, **_worker_kwargs(workers, persistent=True))
 
@@ -133,28 +130,3 @@ def _worker_kwargs(workers: int, persistent: bool) -> dict:
         return {"num_workers": 0}
     return {"num_workers": workers, "worker_init_fn": worker_init, "persistent_workers": persistent,
             "prefetch_factor": 2, "pin_memory": torch.cuda.is_available()}
-
-
-PHOTOMETRIC_PLACES = ("auto", "device", "workers")
-
-
-def photometric_in_workers(model, device_type: str, workers: int) -> bool:
-    """``dataset.photometric``: where a streamed batch gets its colour jitter, blur, normalisation.
-
-    ``device`` (the DALI/FFCV split): batch-wise on the training device. ``workers``: in the
-    DataLoader workers after the crop. ``auto``: the workers when training on CPU (there the
-    "device" is the cores the model also needs, while the workers run beside it:
-    BENCHMARKS.md), the device otherwise. Methods that compose their inputs before the
-    photometric part (their own ``make_views``, e.g. ImCLR) always take it on the device.
-    """
-    from contrastive.errors import ConfigError
-    from contrastive.method import Method
-
-    place = str(model.cfg.dataset.get("photometric", "auto"))
-    if place not in PHOTOMETRIC_PLACES:
-        raise ConfigError(f"dataset.photometric='{place}' is not valid; choose one of {', '.join(PHOTOMETRIC_PLACES)}")
-    plain = type(model).make_views is Method.make_views
-    if place == "workers" and (not plain or workers <= 0):
-        raise ConfigError(f"dataset.photometric=workers needs dataset.num_workers > 0 and a method without its own "
-                          f"make_views ('{model.cfg.method.name}' composes its inputs first): use auto or device")
-    return plain and workers > 0 and (place == "workers" or (place == "auto" and device_type == "cpu"))

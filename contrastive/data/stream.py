@@ -5,9 +5,7 @@ The split DALI and FFCV use: the *geometric* part of the training augmentation
 image, and the horizontal flip) runs per image in the worker processes, which collate
 uint8 crops at the training size into ``[B, V, 3, S, S]`` (``V`` views per image). The
 *photometric* part (colour jitter, grayscale, blur, solarize, normalisation) stays
-batch-wise on the training device (:func:`photometric`), as on the in-memory path; when
-training on CPU, where that "device" is the cores the model needs, the workers do it too
-(``dataset.photometric``, :func:`contrastive.data.module.photometric_in_workers`).
+batch-wise on the training device (:func:`photometric`), as on the in-memory path.
 
 The crop of view ``v`` of sample ``i`` in epoch ``e`` is drawn from a generator seeded
 with ``(seed, e, i, v)``: crops depend neither on the number of workers nor on where an
@@ -205,11 +203,9 @@ def crop_seed(seed: int, epoch: int, index: int, view: int) -> int:
 class CropBatches(Dataset):
     """Training batches of crops: ``ds[(epoch, [i, j, ...])] -> (uint8 [B, V, 3, S, S], labels [B], indices [B])``."""
 
-    def __init__(self, files: LazyImages, labels: torch.Tensor, geometric: Geometric, views: int, seed: int,
-                 photometric_augment: Optional[torch.nn.Module] = None) -> None:
+    def __init__(self, files: LazyImages, labels: torch.Tensor, geometric: Geometric, views: int, seed: int) -> None:
         self.files, self.labels, self.geometric = files, labels, geometric
         self.views, self.seed = int(views), int(seed)
-        self.photometric_augment = photometric_augment  # set: the workers also do the photometric part
 
     def __len__(self) -> int:
         return len(self.files)
@@ -235,11 +231,7 @@ class CropBatches(Dataset):
         epoch, indices = item
         crops = [self.files.read(i, lambda im, i=i: self.crops(im, epoch, i)) for i in indices]
         idx = torch.as_tensor(list(indices), dtype=torch.long)
-        batch = torch.stack(_fill_skipped(crops, self.files.size))  # uint8 [B, V, 3, S, S]
-        if self.photometric_augment is not None:  # seeded by the batch, as the crops: resume stays exact
-            gens = [torch.Generator().manual_seed(crop_seed(self.seed, epoch, indices[0], 1_000 + v)) for v in range(self.views)]
-            batch = torch.stack([photometric(self.photometric_augment, batch[:, v], g) for v, g in enumerate(gens)], 1)
-        return batch, self.labels[idx], idx  # uint8, or float32 (photometric done) [B, V, 3, S, S]
+        return torch.stack(_fill_skipped(crops, self.files.size)), self.labels[idx], idx  # [B, V, 3, S, S]
 
 
 class EvalBatches(Dataset):
