@@ -118,7 +118,23 @@ def _train_loop(batches, model, criterion, opt, steps: int, views_of) -> float:
     return done / (time.perf_counter() - start)
 
 
-def throughput(folder: Path, workers: int, batch: int = 64, steps: int = 5, repeats: int = 2) -> dict:
+def _shard_dataset(folder: Path, work: Path, size: int, aug):
+    """The same images as WebDataset shards (``dataset=shards``), converted once under ``work``."""
+    from contrastive.data.shards import ShardImages, read_manifest
+    from contrastive.data.shards_convert import convert_split
+    from contrastive.data.stream import CropBatches, geometric_of
+
+    out = work / "shards-train"
+    if not (out / "contrastive_shards.json").is_file():
+        convert_split([(str(p), c) for p, c in _files(folder, 10**9)], out, ["c"], str(folder), shard_bytes=64 << 20)
+    manifest = read_manifest(out)
+    images = ShardImages(str(out), size, [s["filename"] for s in manifest["shards"]], [s["samples"] for s in manifest["shards"]])
+    labels = torch.zeros(len(images), dtype=torch.long)
+    return CropBatches(images, labels, geometric_of(aug, (3 / 4, 4 / 3)), 2, seed=0), images.shard_sizes
+
+
+def throughput(folder: Path, workers: int, batch: int = 64, steps: int = 5, repeats: int = 2,
+               shards_work: Path | None = None) -> dict:
     from lightly.loss import NTXentLoss
     from lightly.transforms import SimCLRTransform
     from torch.utils.data import DataLoader
@@ -138,14 +154,22 @@ def throughput(folder: Path, workers: int, batch: int = 64, steps: int = 5, repe
         ds = CropBatches(files, labels, geometric_of(aug, (3 / 4, 4 / 3)), 2, seed=0)
         ref = ImageFolder(str(folder / "train"), transform=SimCLRTransform(input_size=size))
         res = {"ours": [], "lightly": []}
+        if shards_work is not None:  # the same images read from shards (dataset=shards) by its shard-aware sampler
+            from contrastive.data.shards import ShardShuffleBatchSampler
+
+            shard_ds, shard_sizes = _shard_dataset(folder, shards_work, size, aug)
+            res["ours_shards"] = []
         for r in range(repeats):
             for name in res:
                 torch.manual_seed(0)
                 model = _Model(size)
                 opt = torch.optim.SGD(model.parameters(), lr=0.01)
-                if name == "ours":
-                    sampler = EpochTagged(RandomBatchSampler(len(samples), batch, seed=r))
-                    loader = DataLoader(ds, batch_size=None, sampler=sampler, num_workers=workers, worker_init_fn=worker_init)
+                if name.startswith("ours"):
+                    if name == "ours":
+                        data, sampler = ds, EpochTagged(RandomBatchSampler(len(samples), batch, seed=r))
+                    else:
+                        data, sampler = shard_ds, EpochTagged(ShardShuffleBatchSampler(shard_sizes, batch, seed=r))
+                    loader = DataLoader(data, batch_size=None, sampler=sampler, num_workers=workers, worker_init_fn=worker_init)
                     views = lambda b: stream_views(aug, b[0])  # noqa: E731
                 else:
                     loader = DataLoader(ref, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
@@ -291,6 +315,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="throughput: timed steps per repeat")
     parser.add_argument("--repeats", type=int, default=2, help="throughput: interleaved repeats (median)")
+    parser.add_argument("--shards", action="store_true", help="throughput: also from WebDataset shards (dataset=shards)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_data_work"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_data-cpu.jsonl")
     parser.add_argument("--only", nargs="*", default=["generate", "decoders", "throughput", "first_batch", "shared_cache", "rss"])
@@ -302,7 +327,8 @@ def main() -> None:
         elif section == "decoders":
             result = decoders(args.folder)
         elif section == "throughput":
-            result = throughput(args.folder, args.workers, steps=args.steps, repeats=args.repeats)
+            result = throughput(args.folder, args.workers, steps=args.steps, repeats=args.repeats,
+                                shards_work=args.work if args.shards else None)
         elif section == "first_batch":
             result = first_batch(args.folder, args.workers, args.work)
         elif section == "shared_cache":
