@@ -50,7 +50,7 @@ def test_shard_eval_tensors_equal_the_memory_path(converted):
     assert torch.equal(_images(shards / "val")[:], memory.images)
 
 
-def test_shuffle_is_seed_fixed_per_epoch_with_disjoint_whole_shard_rank_parts():
+def test_shuffle_is_seed_fixed_per_epoch_with_disjoint_rank_parts_of_consecutive_shards():
     sizes = [10, 10, 10, 7]  # 37 samples, 2 ranks: 18 each, one sample left out
     ranks = [ShardShuffleBatchSampler(sizes, 6, seed=4, rank=r, world_size=2, window=2) for r in (0, 1)]
     for s in ranks:

@@ -10,7 +10,7 @@ with the image files' bytes as they were. Next to the shards, the conversion wri
 A sample is one ``os.pread`` of its byte range, so the order is ours:
 :class:`ShardShuffleBatchSampler` shuffles the shards with ``(seed, epoch)``, cuts the
 shuffled sequence into ``world_size`` equal, disjoint parts (one per rank, each a run of
-whole shards), and shuffles the samples within windows of ``dataset.shuffle_window``
+consecutive shards of that order; a shard on a cut is shared by two ranks), and shuffles the samples within windows of ``dataset.shuffle_window``
 shards. It is a pure function of ``(seed, epoch, rank, world_size)`` and does not depend
 on the number of DataLoader workers, so :class:`~contrastive.data.resume.ResumableLoader`
 resumes a mid-epoch checkpoint exactly, and the crops are seeded per sample index as on
