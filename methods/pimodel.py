@@ -156,12 +156,25 @@ class PiModel(Method):
         return lambda n, bs, seed, rank, world: LabeledUnlabeledBatches(self.labeled_mask.cpu(), labeled, bs, seed, rank, world)
 
     # ---------------------------------------------------------------- training
-    def _imclr_input(self, images: Tensor, idx: Tensor) -> Tensor:
-        """uint8 ``[B, 3, H, W]`` and slot-major indices ``[k*B]`` -> normalised ``[B, 3, k*S, S]``."""
+    def stream_views(self) -> int:
+        """Streamed batches carry ``2k`` crops per image: slot ``j`` of pass ``p`` takes crop ``j + p k``."""
+        return 2 * self.k
+
+    def _imclr_input(self, images: Tensor, idx: Tensor, pass_: int = 0) -> Tensor:
+        """uint8 ``[B, 3, H, W]`` (or streamed ``[B, 2k, 3, S, S]``) and slot-major indices ``[k*B]``
+        -> normalised ``[B, 3, k*S, S]``; ``pass_`` picks the streamed crops of that pass."""
         if idx.numel() == 0:  # no image of this part in the batch
             h, w = self.input_size()
             return images.new_zeros((0, 3, h, w), dtype=torch.float32)
-        x = self.augment(images.index_select(0, idx))  # [kB, 3, S, S]
+        picked = images.index_select(0, idx)  # uint8 [kB, 3, H, W] or [kB, 2k, 3, S, S]
+        if picked.ndim == 5:  # dataset.storage=stream: crops made per image in the workers
+            from contrastive.data.stream import photometric
+
+            rows = torch.arange(picked.shape[0], device=picked.device)  # [kB]
+            crops = picked[rows, rows // (picked.shape[0] // self.k) + pass_ * self.k]  # uint8 [kB, 3, S, S]
+            x = photometric(self.augment, crops)  # [kB, 3, S, S]
+        else:
+            x = self.augment(picked)  # [kB, 3, S, S]
         return self._to_memory_format(concat_height(x, self.k))
 
     def make_views(self, images: Tensor, labels: Tensor) -> Tuple[Tuple[Tensor, ...], Tensor]:
@@ -176,7 +189,7 @@ class PiModel(Method):
         x_lab = self._imclr_input(images, parts[0])  # [Bl, 3, kS, S]
         targets = one_hot(labels.index_select(0, parts[0]).clamp(min=0), self.num_classes)  # [k*Bl, C]
         targets = targets.view(self.k, len(lab), self.num_classes).mean(0)  # [Bl, C]
-        x_u1, x_u2 = self._imclr_input(images, parts[1]), self._imclr_input(images, parts[1])  # [Bu, 3, kS, S] x 2
+        x_u1, x_u2 = self._imclr_input(images, parts[1], 0), self._imclr_input(images, parts[1], 1)  # [Bu, 3, kS, S] x 2
         return (x_lab, targets, x_u1, x_u2), labels
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):

@@ -95,3 +95,17 @@ def test_paired_sampler_rampup_and_bad_values():
         _model("method.labeled_per_batch=8")
     with pytest.raises(ConfigError, match="method.control='x' is not valid"):
         _model("method.control=x")
+
+
+def test_streamed_batches_give_each_pass_and_slot_its_own_crop():
+    """dataset.storage=stream / dataset=shards: a batch is [B, 2k, 3, S, S] crops; slot j of pass p
+    takes crop j + p k (so the two passes of the consistency term see different crops)."""
+    model = _model("method.k=2")  # supervised augmentation: the photometric part is the normalisation
+    assert model.stream_views() == 4
+    crops = torch.arange(4, dtype=torch.uint8).mul(60).view(1, 4, 1, 1, 1).expand(8, 4, 3, 16, 16).contiguous()
+    labels = torch.tensor([0, 1, 2, 3, -1, -1, -1, -1])
+    (x_lab, _, x_u1, x_u2), _ = model.make_views(crops, labels)  # [B, 3, 32, 16] each
+    level = lambda x, slot: round(float(x[:, 0, 16 * slot : 16 * slot + 16].mean()) * 0.25 * 255 + 0.5 * 255)  # noqa: E731
+    assert [level(x_lab, 0), level(x_lab, 1)] == [0, 60]  # pass 0: crops 0 and 1
+    assert [level(x_u1, 0), level(x_u1, 1)] == [0, 60]
+    assert [level(x_u2, 0), level(x_u2, 1)] == [120, 180]  # pass 1: crops 2 and 3

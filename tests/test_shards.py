@@ -143,15 +143,19 @@ def test_bad_shard_settings_are_one_line_errors(converted, tmp_path):
             build(*overrides)
 
 
-@pytest.mark.parametrize("method", ["simclr", "spcl"])
+SMALL = {"spcl": ["method.num_prototypes=[4]"], "pimodel": ["method.num_labels=16", "method.labeled_per_batch=4"]}
+
+
+@pytest.mark.parametrize("method", ["simclr", "spcl", "simclic", "imclr", "pimodel"])
 def test_train_and_evaluate_on_shards_end_to_end(converted, tmp_path, fast_overrides, method):
-    """SimCLR through the shard-aware sampler; SPCL through its own prototype sampler (random
-    access) and its clustering pass; then linear_eval.py's kNN extracts features from the shards."""
+    """Every method on shards: SimCLR through the shard-aware sampler, SPCL through its own
+    prototype sampler (random access) and its clustering pass, ImCLR and the Π-model with their
+    per-image crops before concatenation; then linear_eval.py's kNN extracts features from the shards."""
     import linear_eval
     import train
 
-    extra = ["method.num_prototypes=[4]"] if method == "spcl" else []
-    overrides = [o for o in fast_overrides if not o.startswith("dataset.num_")] + [
+    extra = SMALL.get(method, [])
+    overrides = [o for o in fast_overrides if not o.startswith(("dataset.num_", "scheduler."))] + [
         f"method={method}", "dataset=shards", f"dataset.root={converted[1]}", "dataset.image_size=16",
         "dataset.num_workers=1", f"dataset.cache_dir={tmp_path / 'cache'}", "batch_size=16", "trainer.max_epochs=1",
         "knn.k=5", *extra]
