@@ -142,7 +142,8 @@ def throughput(folder: Path, workers: int, batch: int = 64, steps: int = 5, repe
 
     from contrastive.augment import SimCLRAugment
     from contrastive.data.base import RandomBatchSampler
-    from contrastive.data.stream import CropBatches, EpochTagged, FileImages, geometric_of, stream_views, worker_init
+    from contrastive.data.photometric import stream_views
+    from contrastive.data.stream import CropBatches, EpochTagged, FileImages, geometric_of, worker_init
 
     samples = _files(folder, 10**9)
     out = {"workers": workers, "batch": batch, "steps": steps, "load_before": _load()}

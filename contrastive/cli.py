@@ -35,7 +35,6 @@ def setup_logging() -> None:
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("pytorch_lightning.accelerators.cuda").setLevel(logging.WARNING)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # "could not load AVX2 ..." is not ours
-    logging.getLogger("litdata").setLevel(logging.WARNING)  # one "mmap chunks in place" line per reader and worker
 
 
 def fail(err: BaseException, code: int) -> None:

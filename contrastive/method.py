@@ -81,7 +81,7 @@ class Method(pl.LightningModule):
         Streamed batches (``dataset.storage=stream``) are ``[B, V, 3, S, S]`` crops: only the
         photometric part of the augmentation is left to do here."""
         if images.ndim == 5:
-            from contrastive.data.stream import stream_views
+            from contrastive.data.photometric import stream_views
 
             return [self._to_memory_format(v) for v in stream_views(self.augment, images)], labels
         views = [self._to_memory_format(self.augment(images)) for _ in range(int(self.cfg.method.get("num_views", 2)))]

@@ -167,7 +167,7 @@ class ImCLR(Method):
         idx = self.draw_indices(b, images.device).reshape(-1)  # [k*B], slot-major
         picked = images if self.k == 1 else images.index_select(0, idx)  # uint8 [kB, 3, H, W]
         if images.ndim == 5:  # dataset.storage=stream: [B, k, 3, S, S] crops made per image in the workers
-            from contrastive.data.stream import slot_views
+            from contrastive.data.photometric import slot_views
 
             x = slot_views(self.augment, self.autoaugment, picked, b)  # float [kB, 3, S, S]
         elif self.autoaugment is not None:  # crop/flip, then AutoAugment, then normalisation (paper Sec. 3.5)

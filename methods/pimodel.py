@@ -168,7 +168,7 @@ class PiModel(Method):
             return images.new_zeros((0, 3, h, w), dtype=torch.float32)
         picked = images.index_select(0, idx)  # uint8 [kB, 3, H, W] or [kB, 2k, 3, S, S]
         if picked.ndim == 5:  # dataset.storage=stream: crops made per image in the workers
-            from contrastive.data.stream import photometric
+            from contrastive.data.photometric import photometric
 
             rows = torch.arange(picked.shape[0], device=picked.device)  # [kB]
             crops = picked[rows, rows // (picked.shape[0] // self.k) + pass_ * self.k]  # uint8 [kB, 3, S, S]

@@ -19,7 +19,8 @@ from contrastive.data.base import ImageArray, RandomBatchSampler
 from contrastive.data.decode import crop_resize, load_rgb, sample_crop_box
 from contrastive.data.folders import decode_files, list_class_folders
 from contrastive.data.resume import ResumableLoader
-from contrastive.data.stream import CropBatches, EpochTagged, FileImages, crop_seed, geometric_of, photometric, worker_init
+from contrastive.data.photometric import photometric
+from contrastive.data.stream import CropBatches, EpochTagged, FileImages, crop_seed, geometric_of, worker_init
 
 
 def shapes_folder(root: Path, n_train: int, n_val: int, size: int = 32, k: int = 4, seed: int = 0) -> Path:

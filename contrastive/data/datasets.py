@@ -11,6 +11,7 @@ Register your own with ``@DATASETS.register("name")`` on a function
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Tuple
 
@@ -123,31 +124,51 @@ def _cache_dir(cfg: Any):
     return Path(str(cache)).expanduser() if cache else None
 
 
-def file_splits(cfg: Any, classes: List[str], train_files: List[Tuple[Path, int]], val_files: List[Tuple[Path, int]],
-                label: str) -> DatasetSplits:
-    """Splits of a file-based dataset, decoded into the memory-mapped cache or streamed
-    (``dataset.storage``, see :func:`contrastive.data.stream.choose_storage`)."""
+@dataclass(frozen=True)
+class DecodeSettings:
+    """The ``dataset`` keys of every encoded-image source (files, shards), checked once."""
+
+    size: int
+    resize: int  # shorter side before the evaluation center crop
+    decoder: str
+    on_bad_image: str
+    num_workers: int  # stream: decoding processes per training process
+    crop_ratio: Tuple[float, float]  # stream: aspect-ratio range of the random-resized crop
+
+
+def decode_settings(cfg: Any) -> DecodeSettings:
+    """:class:`DecodeSettings` of a ``dataset`` config; one-line errors name a bad value."""
     from contrastive.data.decode import DECODERS, eval_resize
     from contrastive.data.folders import BAD_IMAGE_POLICIES
-    from contrastive.data.stream import FileImages, choose_storage, default_workers
+    from contrastive.data.stream import default_workers
 
-    size, policy, decoder = int(cfg.image_size), str(cfg.on_bad_image), str(cfg.get("decoder", "pil"))
+    size, policy, decoder = int(cfg.image_size), str(cfg.on_bad_image), str(cfg.get("decoder", "torchvision"))
     if policy not in BAD_IMAGE_POLICIES:
         raise DatasetError(f"dataset.on_bad_image='{policy}' is not valid; choose one of {BAD_IMAGE_POLICIES}")
     if decoder not in DECODERS:
         raise DatasetError(f"dataset.decoder='{decoder}' is not valid; choose one of {', '.join(DECODERS)}")
-    resize = eval_resize(size, float(cfg.get("eval_crop_fraction", 1.0)))
+    ratio = tuple(float(r) for r in cfg.get("crop_ratio", (3 / 4, 4 / 3)))
+    if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1]:
+        raise DatasetError(f"dataset.crop_ratio must be [min, max] with 0 < min <= max, got {list(ratio)}")
+    return DecodeSettings(size, eval_resize(size, float(cfg.get("eval_crop_fraction", 1.0))), decoder, policy,
+                          default_workers(cfg.get("num_workers")), ratio)
+
+
+def file_splits(cfg: Any, classes: List[str], train_files: List[Tuple[Path, int]], val_files: List[Tuple[Path, int]],
+                label: str) -> DatasetSplits:
+    """Splits of a file-based dataset, decoded into the memory-mapped cache or streamed
+    (``dataset.storage``, see :func:`contrastive.data.stream.choose_storage`)."""
+    from contrastive.data.stream import FileImages, choose_storage
+
+    d = decode_settings(cfg)
+    size, policy, decoder, resize = d.size, d.on_bad_image, d.decoder, d.resize
     storage = choose_storage(str(cfg.get("storage", "memory")), len(train_files) + len(val_files), size,
                              float(cfg.get("auto_ram_share", 0.5)), str(cfg.name))
     mean, std = _stats(cfg)
     if storage == "stream":
-        ratio = tuple(float(r) for r in cfg.get("crop_ratio", (3 / 4, 4 / 3)))
-        if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1]:
-            raise DatasetError(f"dataset.crop_ratio must be [min, max] with 0 < min <= max, got {list(ratio)}")
-        workers = default_workers(cfg.get("num_workers"))
 
         def lazy(files: List[Tuple[Path, int]]) -> ImageArray:
-            images = FileImages([str(p) for p, _ in files], size, resize, decoder, policy, workers, ratio)
+            images = FileImages([str(p) for p, _ in files], size, resize, decoder, policy, d.num_workers, d.crop_ratio)
             return ImageArray(images, torch.tensor([c for _, c in files], dtype=torch.long))
 
         train = lazy(train_files)

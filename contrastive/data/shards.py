@@ -10,8 +10,8 @@ with the image files' bytes as they were. Next to the shards, the conversion wri
 A sample is one ``os.pread`` of its byte range, so the order is ours:
 :class:`ShardShuffleBatchSampler` shuffles the shards with ``(seed, epoch)``, cuts the
 shuffled sequence into ``world_size`` equal, disjoint parts (one per rank, each a run of
-consecutive shards of that order; a shard on a cut is shared by two ranks), and shuffles the samples within windows of ``dataset.shuffle_window``
-shards. It is a pure function of ``(seed, epoch, rank, world_size)`` and does not depend
+consecutive shards of that order; a shard on a cut is shared by two ranks), and shuffles
+the samples within windows of ``dataset.shuffle_window`` shards. It is a pure function of ``(seed, epoch, rank, world_size)`` and does not depend
 on the number of DataLoader workers, so :class:`~contrastive.data.resume.ResumableLoader`
 resumes a mid-epoch checkpoint exactly, and the crops are seeded per sample index as on
 the file stream (:mod:`contrastive.data.stream`). Random access also lets every method,
@@ -221,25 +221,17 @@ def _stamp(folder: Path, manifest: dict, stamp_dir: Optional[Path]) -> Optional[
 
 
 def _open_split(cfg: Any, folder: Path) -> Tuple[ShardImages, torch.Tensor, List[str]]:
-    from contrastive.data.decode import DECODERS, eval_resize
-    from contrastive.data.folders import BAD_IMAGE_POLICIES
-    from contrastive.data.stream import default_workers
+    from contrastive.data.datasets import decode_settings
 
     manifest = read_manifest(folder)
     cache = cfg.get("cache_dir")
     verify_shards(folder, manifest, str(cfg.get("verify_shards", "once")), Path(str(cache)).expanduser() if cache else None)
-    policy, decoder = str(cfg.on_bad_image), str(cfg.get("decoder", "torchvision"))
-    if policy not in BAD_IMAGE_POLICIES or decoder not in DECODERS:
-        raise DatasetError(f"dataset.on_bad_image='{policy}' / dataset.decoder='{decoder}': choose on_bad_image from "
-                           f"{', '.join(BAD_IMAGE_POLICIES)} and decoder from {', '.join(DECODERS)}")
-    ratio = tuple(float(r) for r in cfg.get("crop_ratio", (3 / 4, 4 / 3)))
+    d = decode_settings(cfg)
     window = int(cfg.get("shuffle_window", 8))
     if window < 1:
         raise DatasetError(f"dataset.shuffle_window must be >= 1 shard, got {window}")
-    size = int(cfg.image_size)
-    images = ShardImages(str(folder), size, [s["filename"] for s in manifest["shards"]], [s["samples"] for s in manifest["shards"]],
-                         eval_resize(size, float(cfg.get("eval_crop_fraction", 1.0))), decoder, policy,
-                         default_workers(cfg.get("num_workers")), ratio, window)
+    images = ShardImages(str(folder), d.size, [s["filename"] for s in manifest["shards"]], [s["samples"] for s in manifest["shards"]],
+                         d.resize, d.decoder, d.on_bad_image, d.num_workers, d.crop_ratio, window)
     labels = torch.from_numpy(np.array(np.load(folder / INDEX, mmap_mode="r")[:, 3]))  # int64 [N]
     return images, labels, list(manifest["classes"])
 

@@ -5,7 +5,7 @@ The split DALI and FFCV use: the *geometric* part of the training augmentation
 image, and the horizontal flip) runs per image in the worker processes, which collate
 uint8 crops at the training size into ``[B, V, 3, S, S]`` (``V`` views per image). The
 *photometric* part (colour jitter, grayscale, blur, solarize, normalisation) stays
-batch-wise on the training device (:func:`photometric`), as on the in-memory path.
+batch-wise on the training device (:mod:`contrastive.data.photometric`), as on the in-memory path.
 
 The crop of view ``v`` of sample ``i`` in epoch ``e`` is drawn from a generator seeded
 with ``(seed, e, i, v)``: crops depend neither on the number of workers nor on where an
@@ -32,7 +32,6 @@ import torch
 from torch.utils.data import Dataset
 
 from contrastive.data.decode import crop_resize, load_rgb, pad_shift_crop, resize_center_crop, sample_crop_box
-from contrastive.data.photometric import photometric, slot_views, stream_views  # noqa: F401 (the device half)
 from contrastive.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
