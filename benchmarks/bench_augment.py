@@ -6,7 +6,7 @@ the same pipeline at SimCLR's settings for CIFAR-size images (random resized cro
 0.08-1, flip 0.5, colour jitter s=0.5 with p=0.8, grayscale 0.2, normalisation), with
 independent parameters per image:
 
-* ours:        ``contrastive.augment.SimCLRAugment`` on a uint8 batch;
+* ours:        ``contrastive.augment.pipelines.SimCLRAugment`` on a uint8 batch;
 * kornia:      ``kornia.augmentation`` RandomResizedCrop, RandomHorizontalFlip,
                ColorJitter, RandomGrayscale, Normalize in an ``AugmentationSequential``;
 * torchvision: ``transforms.v2`` applied image by image (what a DataLoader worker does,
@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from contrastive.augment import SimCLRAugment  # noqa: E402
+from contrastive.augment.pipelines import SimCLRAugment  # noqa: E402
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)  # 0.8 x s, 0.2 x s with s = 0.5

@@ -1,7 +1,7 @@
 """torch.compile of the backbone vs eager: compile time and training-step time (issue 12, point 3).
 
 The SimCLR model of ``train.py`` (``trainer.compile=true`` compiles ``model.backbone`` in place,
-like :meth:`contrastive.method.Method.configure_model`), fixed random views, SGD steps;
+like :meth:`contrastive.engine.method.Method.configure_model`), fixed random views, SGD steps;
 repetitions alternate eager / compiled so both see the same machine noise; medians.
 
 Usage:
@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from contrastive.config import load_builtin_methods, load_config  # noqa: E402
-from contrastive.method import DataInfo  # noqa: E402
-from contrastive.registry import METHODS  # noqa: E402
+from contrastive.config.compose import load_config
+from contrastive.config.plugins import load_builtin_methods
+from contrastive.engine.method import DataInfo  # noqa: E402
+from contrastive.core.registry import METHODS  # noqa: E402
 
 
 def build(args, compiled: bool):

@@ -1,6 +1,6 @@
 """fp32 / bf16 autocast x contiguous / channels-last: forward + backward images/s of an encoder on the CPU.
 
-The measurement behind ``contrastive/hardware.py``'s rules (bf16 only with native bf16,
+The measurement behind ``contrastive/core/hardware.py``'s rules (bf16 only with native bf16,
 channels-last on x86 with AVX2+). Median of 3 timed passes after one warm-up, per setting.
 
 Usage:
@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from contrastive.backbones import create_backbone  # noqa: E402
-from contrastive.hardware import describe  # noqa: E402
+from contrastive.backbones.factory import create_backbone  # noqa: E402
+from contrastive.core.hardware import describe  # noqa: E402
 
 
 def bench(net, x, channels_last: bool, amp: bool, repeats: int = 3) -> float:

@@ -67,14 +67,14 @@ def generate(folder: Path, n: int, seed: int = 0) -> dict:
 
 
 def _files(folder: Path, n: int):
-    from contrastive.data.folders import list_class_folders
+    from contrastive.data.io.folders import list_class_folders
 
     _, samples = list_class_folders(folder / "train")
     return samples[:n]
 
 
 def decoders(folder: Path, n: int = 300, repeats: int = 3) -> dict:
-    from contrastive.data.decode import load_rgb
+    from contrastive.data.io.decode import load_rgb
 
     torch.set_num_threads(1)
     paths = [p for p, _ in _files(folder, n)]
@@ -98,7 +98,7 @@ def decoders(folder: Path, n: int = 300, repeats: int = 3) -> dict:
 class _Model(torch.nn.Module):
     def __init__(self, size: int) -> None:
         super().__init__()
-        from contrastive.backbones import create_backbone
+        from contrastive.backbones.factory import create_backbone
 
         self.backbone = create_backbone("small_cnn", size, small_stem=False, width=16)
         self.head = torch.nn.Linear(self.backbone.feature_dim, 64)
@@ -120,8 +120,9 @@ def _train_loop(batches, model, criterion, opt, steps: int, views_of) -> float:
 
 def _shard_dataset(folder: Path, work: Path, size: int, aug):
     """The same images as WebDataset shards (``dataset=shards``), converted once under ``work``."""
-    from contrastive.data.shards import ShardImages, read_manifest
-    from contrastive.data.shards_convert import convert_split
+    from contrastive.data.shards.reader import ShardImages
+    from contrastive.data.shards.format import read_manifest
+    from contrastive.data.shards.writer import convert_split
     from contrastive.data.stream import CropBatches, geometric_of
 
     out = work / "shards-train"
@@ -140,9 +141,9 @@ def throughput(folder: Path, workers: int, batch: int = 64, steps: int = 5, repe
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
 
-    from contrastive.augment import SimCLRAugment
+    from contrastive.augment.pipelines import SimCLRAugment
     from contrastive.data.base import RandomBatchSampler
-    from contrastive.data.photometric import stream_views
+    from contrastive.augment.photometric import stream_views
     from contrastive.data.stream import CropBatches, EpochTagged, FileImages, geometric_of, worker_init
 
     samples = _files(folder, 10**9)
@@ -156,7 +157,7 @@ def throughput(folder: Path, workers: int, batch: int = 64, steps: int = 5, repe
         ref = ImageFolder(str(folder / "train"), transform=SimCLRTransform(input_size=size))
         res = {"ours": [], "lightly": []}
         if shards_work is not None:  # the same images read from shards (dataset=shards) by its shard-aware sampler
-            from contrastive.data.shards import ShardShuffleBatchSampler
+            from contrastive.data.shards.reader import ShardShuffleBatchSampler
 
             shard_ds, shard_sizes = _shard_dataset(folder, shards_work, size, aug)
             res["ours_shards"] = []
@@ -194,8 +195,8 @@ def _child(code: str) -> dict:
 _TRAIN = """
 import json, resource, sys, time
 sys.argv = ['x']
-from contrastive.config import load_config
-from contrastive.engine import prepare_run, build_trainer
+from contrastive.config.compose import load_config
+from contrastive.engine.run import prepare_run, build_trainer
 from contrastive.data.module import ArrayDataModule
 cfg = load_config({overrides!r})
 t0 = time.perf_counter()
@@ -244,11 +245,11 @@ def rss(folder: Path, workers: int, out: Path, small: int = 5000) -> dict:
 _FIRST = """
 import json, time
 t0 = time.perf_counter()
-from contrastive.config import load_config
+from contrastive.config.compose import load_config
 from contrastive.data import build_dataset
 from contrastive.data.module import ArrayDataModule
 from contrastive.data.stream import CropBatches, EpochTagged, FileImages, geometric_of
-from contrastive.augment import SimCLRAugment
+from contrastive.augment.pipelines import SimCLRAugment
 cfg = load_config({overrides!r})
 splits = build_dataset(cfg.dataset)
 if splits.train.streamed:
@@ -279,7 +280,7 @@ def first_batch(folder: Path, workers: int, out: Path, n: int = 5000) -> dict:
 _SHARED = """
 import json, sys, time
 from pathlib import Path
-from contrastive.data.cache import open_cache
+from contrastive.data.io.cache import open_cache
 path = Path(sys.argv[1]); key = path.stem
 images, labels, _ = open_cache(path, key, verify=False)
 total = int(images.view(-1)[::4096].sum())  # one byte of every 4 KiB page: the whole file is read in

@@ -4,7 +4,7 @@
   ``--num-train`` x ``--dim`` train features (default 50k x 512, CIFAR-10 sized), with the
   ``torch`` backend (chunked matmul + topk) and the ``faiss`` backend (exact
   ``IndexFlatIP``); repetitions alternate between the two and the median is reported.
-  This is the measurement behind ``contrastive.knn``'s ``backend="auto"`` choice.
+  This is the measurement behind ``contrastive.metrics.knn``'s ``backend="auto"`` choice.
 * Probe: :func:`contrastive.evaluation.probe.train_linear_probe` with the default recipe
   (``configs/eval.yaml``: SGD, 100 epochs, batch 256) and with L-BFGS, on the same features.
 * Extraction: ResNet-18 (small stem) forward passes over 32x32 images in eval mode (bf16
@@ -34,9 +34,9 @@ import torch
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from contrastive.backbones import create_backbone  # noqa: E402
+from contrastive.backbones.factory import create_backbone  # noqa: E402
 from contrastive.evaluation.probe import evaluate_head, train_linear_probe  # noqa: E402
-from contrastive.knn import knn_scores  # noqa: E402
+from contrastive.metrics.knn import knn_scores  # noqa: E402
 
 
 def synthetic_features(n: int, dim: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=2 python benchmarks/bench_kmeans.py [--n 100000] [--dim 128] [--k 1000] [--repeats 3]
 
-Times :func:`contrastive.kmeans.kmeans` (train + final assignment of every point) with
+Times :func:`contrastive.clustering.kmeans.kmeans` (train + final assignment of every point) with
 the ``niter`` and ``max_points_per_centroid`` of ``configs/method/spcl.yaml`` (20 Lloyd
 iterations, centroids fitted on all points), on
 L2-normalised Gaussian features (no cluster structure: the slowest case for Lloyd
@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from contrastive.kmeans import cluster_stats, kmeans  # noqa: E402
+from contrastive.clustering.kmeans import cluster_stats, kmeans  # noqa: E402
 
 
 def main() -> None:

@@ -5,8 +5,8 @@ Both libraries are run on the same generated JPEG folder (``bench_data.py genera
 
 - **convert**: image folder -> shards (file bytes stored as they are, label, index).
   litdata: ``litdata.optimize`` (1 worker); WebDataset: ours,
-  ``contrastive.data.shards_convert`` (``webdataset.ShardWriter`` + the index table).
-- **indexed**: the access pattern of our sampler (``contrastive.data.shards``): the
+  ``contrastive.data.shards.writer`` (``webdataset.ShardWriter`` + the index table).
+- **indexed**: the access pattern of our sampler (``contrastive.data.shards.reader``): the
   batches of one rank in a shard-window shuffle, each sample read by its index
   (litdata ``StreamingDataset[i]``; WebDataset tars through ``wids.ShardListDataset[i]``,
   and through ours: one ``os.pread`` from the index table, ``ShardImages.raw``).
@@ -37,7 +37,7 @@ SHARD_BYTES = 16 << 20  # ~1,200 of these 13 KiB JPEGs a shard: several shards e
 
 
 def _inputs(folder: Path, n: int):
-    from contrastive.data.folders import list_class_folders
+    from contrastive.data.io.folders import list_class_folders
 
     _, samples = list_class_folders(folder / "train")
     return [(str(p), label, i) for i, (p, label) in enumerate(samples[:n])]
@@ -58,7 +58,7 @@ def convert_litdata(inputs, out: Path) -> float:
 
 
 def convert_wds(inputs, out: Path) -> float:
-    from contrastive.data.shards_convert import convert_split
+    from contrastive.data.shards.writer import convert_split
 
     start = time.perf_counter()
     convert_split([(p, label) for p, label, _ in inputs], out, ["c"], "bench", shard_bytes=SHARD_BYTES)
@@ -66,7 +66,8 @@ def convert_wds(inputs, out: Path) -> float:
 
 
 def read_ours_indexed(out: Path, order) -> float:
-    from contrastive.data.shards import ShardImages, read_manifest
+    from contrastive.data.shards.reader import ShardImages
+    from contrastive.data.shards.format import read_manifest
 
     manifest = read_manifest(out)
     images = ShardImages(str(out), 32, [s["filename"] for s in manifest["shards"]], [s["samples"] for s in manifest["shards"]])
@@ -77,7 +78,7 @@ def read_ours_indexed(out: Path, order) -> float:
 
 
 def _order(sizes, seed: int = 0):
-    from contrastive.data.shards import ShardShuffleBatchSampler
+    from contrastive.data.shards.reader import ShardShuffleBatchSampler
 
     sampler = ShardShuffleBatchSampler(sizes, batch_size=64, seed=seed, rank=0, world_size=1)
     return [i for batch in sampler for i in batch]

@@ -6,7 +6,7 @@ Both pipelines train the same model (backbone + lightly ``SimCLRProjectionHead``
 * reference: ``lightly.transforms.SimCLRTransform`` on PIL images in a ``DataLoader``
   with as many workers as cores (the documented lightly way);
 * ours: images held as one uint8 tensor (on the GPU when there is one), batches by
-  index, ``contrastive.augment.SimCLRAugment`` batch-wise on the training device.
+  index, ``contrastive.augment.pipelines.SimCLRAugment`` batch-wise on the training device.
 
 Steps are timed after warm-up, in repetitions that alternate between the two
 pipelines so that both see the same machine noise; the median is reported.
@@ -47,10 +47,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from contrastive.augment import SimCLRAugment  # noqa: E402
-from contrastive.backbones import create_backbone  # noqa: E402
+from contrastive.augment.pipelines import SimCLRAugment  # noqa: E402
+from contrastive.backbones.factory import create_backbone  # noqa: E402
 from contrastive.data.base import ImageArray, IndexedBatches, RandomBatchSampler  # noqa: E402
-from contrastive.knn import knn_accuracy  # noqa: E402
+from contrastive.metrics.knn import knn_accuracy  # noqa: E402
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -82,7 +82,7 @@ class SimCLRNet(torch.nn.Module):
 
 def load_images(args) -> ImageArray:
     if args.dataset == "synthetic":
-        from contrastive.data.synthetic import generate_shapes
+        from contrastive.data.sources.synthetic import generate_shapes
 
         return ImageArray(*generate_shapes(args.num_images, args.image_size, 10, seed=0))
     from omegaconf import OmegaConf
@@ -152,7 +152,7 @@ def build(args, device):
 
 @torch.no_grad()
 def knn_of(net, data: ImageArray, val: ImageArray, device) -> float:
-    from contrastive.augment import EvalTransform
+    from contrastive.augment.pipelines import EvalTransform
 
     tf = EvalTransform(data.images.shape[-1], MEAN, STD).to(device)
     net.eval()
@@ -240,7 +240,7 @@ def full_run_main(args) -> None:
 
 def parity(args, data: ImageArray, device, ref_tf, our_aug) -> dict:
     """Same seed, same epochs, both pipelines -> kNN top-1 of each (val = a fresh split)."""
-    from contrastive.data.synthetic import generate_shapes
+    from contrastive.data.sources.synthetic import generate_shapes
 
     val = ImageArray(*generate_shapes(2000, args.image_size, 10, seed=1_000_003))
     steps = args.parity_epochs * (len(data) // args.batch_size)

@@ -41,9 +41,9 @@ def _rss_mb() -> dict:
 
 
 def run_ours(overrides: list, out: Path) -> dict:
-    from contrastive.config import load_config
-    from contrastive.engine import fit, prepare_run
-    from contrastive.hardware import resolve_channels_last, resolve_precision
+    from contrastive.config.compose import load_config
+    from contrastive.engine.run import fit, prepare_run
+    from contrastive.core.hardware import resolve_channels_last, resolve_precision
 
     cfg = load_config(overrides + [f"output_dir={out}", "trainer.progress_bar=false"])
     run = prepare_run(cfg)
@@ -66,7 +66,7 @@ def linear_top1(model, splits, cfg) -> float:
 
     from contrastive.evaluation.features import extract, frozen_encoder
     from contrastive.evaluation.probe import evaluate_head, train_linear_probe
-    from contrastive.hardware import resolve_eval_amp
+    from contrastive.core.hardware import resolve_eval_amp
 
     device = torch.device("cpu")
     amp = resolve_eval_amp("auto" if str(cfg.trainer.precision) == "auto" else False, device)
@@ -85,7 +85,7 @@ def run_reference(overrides: list, out: Path, workers: int) -> dict:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from reference_simclr import KnnMonitor, LightlySimCLR, pil_loader
-    from contrastive.config import load_config
+    from contrastive.config.compose import load_config
     from contrastive.data import build_dataset
 
     cfg = load_config(overrides)

@@ -41,7 +41,7 @@ step() {  # step NAME TIMEOUT_S COMMAND...: runs it, logs to $OUT/NAME.log, reco
 
 setup() {
   if [ "$DRY" = 1 ]; then  # nothing to install on the development machine; check that it imports
-    $PY -c "import contrastive.hardware as h; print('auto on this CPU:', h.describe())"
+    $PY -c "import contrastive.core.hardware as h; print('auto on this CPU:', h.describe())"
     return
   fi
   if [ -f .gpu/device-setup.sh ]; then source .gpu/device-setup.sh; else echo "no .gpu/device-setup.sh: nothing staged"; fi

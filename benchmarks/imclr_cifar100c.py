@@ -7,7 +7,7 @@
 
 Each checkpoint's classifier is evaluated with its method's test-time input (ImCLR: the image on
 top of itself) on the 19 corruptions x 5 severities of the archive (``<corruption>.npy``,
-``labels.npy``; contrastive/data/cifar_c.py). Paper, VGG16-CIFAR100: ImCLR improves the mean
+``labels.npy``; contrastive/data/sources/cifar_c.py). Paper, VGG16-CIFAR100: ImCLR improves the mean
 CIFAR-100-C error by 0.72 points (abstract).
 """
 
@@ -22,15 +22,15 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from contrastive.data.cifar_c import corruption_errors, error_table  # noqa: E402
+from contrastive.data.sources.cifar_c import corruption_errors, error_table  # noqa: E402
 
 
 def load_predictor(path: str, device: torch.device):
     """uint8 images -> class scores of a trained ImCLR / Π-model checkpoint, on ``device``."""
     from omegaconf import OmegaConf
 
-    from contrastive.checkpoint import load_checkpoint
-    from contrastive.config import load_builtin_methods
+    from contrastive.engine.checkpoint import load_checkpoint
+    from contrastive.config.plugins import load_builtin_methods
     from contrastive.evaluation.loading import build_model
 
     load_builtin_methods()

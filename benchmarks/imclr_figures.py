@@ -103,8 +103,8 @@ def load_for_tsne(checkpoint: str):
     """The checkpoint's model and its dataset's val split (normalised by the model's eval transform)."""
     from omegaconf import OmegaConf
 
-    from contrastive.checkpoint import load_checkpoint
-    from contrastive.config import load_builtin_methods
+    from contrastive.engine.checkpoint import load_checkpoint
+    from contrastive.config.plugins import load_builtin_methods
     from contrastive.data import build_dataset
     from contrastive.evaluation.loading import build_model
 
@@ -120,8 +120,8 @@ def load_for_tsne(checkpoint: str):
 
 def demo(out_dir: Path) -> None:
     """Two short synthetic runs (base, ImCLR k=2), their curves and the t-SNE panels of the ImCLR run."""
-    from contrastive.config import load_config
-    from contrastive.engine import fit, prepare_run
+    from contrastive.config.compose import load_config
+    from contrastive.engine.run import fit, prepare_run
 
     shared = ["method=imclr", "backbone=small_cnn", "backbone.kwargs.width=8", "dataset.num_train=1000",
               "dataset.num_val=300", "batch_size=64", "trainer.max_epochs=4", "scheduler.milestones=[3]",

@@ -28,9 +28,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from contrastive.config import load_builtin_methods, load_config  # noqa: E402
-from contrastive.method import DataInfo  # noqa: E402
-from contrastive.registry import METHODS  # noqa: E402
+from contrastive.config.compose import load_config
+from contrastive.config.plugins import load_builtin_methods
+from contrastive.engine.method import DataInfo  # noqa: E402
+from contrastive.core.registry import METHODS  # noqa: E402
 
 # (Table 10 experiment, preset, classes, image side, {k: the paper's trainable parameters})
 TABLE10 = [

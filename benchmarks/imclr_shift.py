@@ -3,7 +3,7 @@ default integer shift with zero fill, on one uint8 batch, interleaved repeats, o
 
     OMP_NUM_THREADS=1 python benchmarks/imclr_shift.py [--batch 256] [--size 32] [--repeats 30]
 
-Both are one bilinear ``grid_sample`` (contrastive.augment_ops.resized_crop); only the drawn
+Both are one bilinear ``grid_sample`` (contrastive.augment.ops.resized_crop); only the drawn
 offsets and the padding mode differ, so the times should be equal within noise.
 """
 
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from contrastive.augment import SupervisedAugment
+from contrastive.augment.pipelines import SupervisedAugment
 
 
 def main() -> None:

@@ -33,8 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from contrastive.config import load_config  # noqa: E402
-from contrastive.engine import fit, prepare_run  # noqa: E402
+from contrastive.config.compose import load_config  # noqa: E402
+from contrastive.engine.run import fit, prepare_run  # noqa: E402
 
 VARIANTS = {  # name: overrides on top of the shared recipe
     "base (k=1)": ["method.k=1"],

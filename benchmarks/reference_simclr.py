@@ -19,9 +19,9 @@ from lightly.utils.scheduler import CosineWarmupScheduler
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from contrastive.backbones import create_backbone
-from contrastive.knn import knn_accuracy
-from contrastive.optim import scaled_lr
+from contrastive.backbones.factory import create_backbone
+from contrastive.metrics.knn import knn_accuracy
+from contrastive.engine.optim import scaled_lr
 
 
 class PILImages(Dataset):

@@ -57,8 +57,8 @@ def output_std_per_epoch(run_dir: str) -> list:
 
 
 def run_row(key: str, seed: int, extra: list, baseline: bool, output_dir: Path) -> dict:
-    from contrastive.config import load_config
-    from contrastive.engine import fit, prepare_run
+    from contrastive.config.compose import load_config
+    from contrastive.engine.run import fit, prepare_run
 
     overrides = BUDGET + ROWS[key][1] + extra + [f"seed={seed}", f"output_dir={output_dir}",
                                                  f"knn.random_init_baseline={str(baseline).lower()}"]

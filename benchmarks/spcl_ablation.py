@@ -48,8 +48,8 @@ DEFAULT_ROWS = "simclr,spcl,no_contrastive,no_metric,no_prototype,ground_truth" 
 
 
 def run_row(key: str, seed: int, output_dir: Path) -> dict:
-    from contrastive.config import load_config
-    from contrastive.engine import fit, prepare_run
+    from contrastive.config.compose import load_config
+    from contrastive.engine.run import fit, prepare_run
     from contrastive.methods.spcl import similarity_diagnostics
 
     overrides = BUDGET + ROWS[key][1] + [f"seed={seed}", f"output_dir={output_dir}"]

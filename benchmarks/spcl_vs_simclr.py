@@ -60,7 +60,7 @@ def _features(model, split, batch: int = 500):
 def evaluate(run) -> dict:
     """kNN and linear-probe top-1 of ``run.model``'s frozen encoder on ``run.splits.val``, and TP/FN/TN."""
     from contrastive.evaluation.probe import evaluate_head, train_linear_probe
-    from contrastive.knn import knn_accuracy
+    from contrastive.metrics.knn import knn_accuracy
     from contrastive.methods.spcl import similarity_diagnostics
 
     model, splits = run.model.cpu(), run.splits
@@ -75,8 +75,8 @@ def evaluate(run) -> dict:
 
 
 def run_row(key: str, label: str, overrides: list, seed: int, output_dir: Path, budget: list) -> dict:
-    from contrastive.config import load_config
-    from contrastive.engine import fit, prepare_run
+    from contrastive.config.compose import load_config
+    from contrastive.engine.run import fit, prepare_run
 
     full = budget + (overrides or ["method=simclr"]) + [f"seed={seed}", f"output_dir={output_dir}"]
     start = time.perf_counter()

@@ -5,8 +5,8 @@ The public API for writing a method: :class:`Method` (base class), ``METHODS``
 your own Trainer and data: :func:`build_method` (see :mod:`contrastive.api`).
 """
 
-from contrastive.errors import CheckpointError, ConfigError, ContrastiveError, DatasetError
-from contrastive.registry import BACKBONES, DATASETS, METHODS, Registry
+from contrastive.core.errors import CheckpointError, ConfigError, ContrastiveError, DatasetError
+from contrastive.core.registry import BACKBONES, DATASETS, METHODS, Registry
 
 __version__ = "0.1.0"
 
@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Method pulls in Lightning; import it lazily so `import contrastive` stays cheap.
     if name in ("Method", "DataInfo"):
-        from contrastive import method
+        from contrastive.engine import method
 
         return getattr(method, name)
     if name == "build_method":
@@ -22,7 +22,7 @@ def __getattr__(name):
 
         return build_method
     if name == "load_config":
-        from contrastive.config import load_config
+        from contrastive.config.compose import load_config
 
         return load_config
     raise AttributeError(f"module 'contrastive' has no attribute {name!r}")

@@ -18,14 +18,14 @@ augments each batch on the training device (``model.augment``: uint8 ``[B,3,S,S]
 one float view) and builds its optimizer and schedule from the config, sized by the
 Trainer's ``estimated_stepping_batches``. SPCL needs the whole training set each epoch
 (its k-means) and ImCLR needs labels: train those with ``contrastive-train`` or
-``contrastive.engine`` (a dataset plugin brings your own data there).
+``contrastive.engine.run`` (a dataset plugin brings your own data there).
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence, Union
 
-from contrastive.errors import ConfigError
+from contrastive.core.errors import ConfigError
 
 
 def build_method(name: str, overrides: Sequence[str] = (), data: Union[Mapping[str, Any], Any] = None,
@@ -47,10 +47,11 @@ def build_method(name: str, overrides: Sequence[str] = (), data: Union[Mapping[s
     Raises:
         ConfigError: An unknown method or key, a bad value, or missing dataset facts.
     """
-    from contrastive.config import import_plugins, load_builtin_methods, load_config
-    from contrastive.engine import validate_config
-    from contrastive.method import DataInfo
-    from contrastive.registry import METHODS
+    from contrastive.config.compose import load_config
+    from contrastive.config.plugins import import_plugins, load_builtin_methods
+    from contrastive.engine.run import validate_config
+    from contrastive.engine.method import DataInfo
+    from contrastive.core.registry import METHODS
 
     extra = [f"plugins=[{','.join(plugins)}]"] if plugins else []
     cfg = load_config([f"method={name}", *extra, *overrides])

@@ -12,7 +12,7 @@ supervised training. At test time an image is concatenated with itself (``k`` co
 ``method.control=same_image`` is the paper's control: ``k`` independent augmentations of the
 *same* image.
 
-Networks. The paper's nets (Appendix Table 10; ``contrastive/backbones_keras.py``) end in a fixed
+Networks. The paper's nets (Appendix Table 10; ``contrastive/backbones/keras.py``) end in a fixed
 average pooling and a Flatten for RN20/RN56/VGG16/WRN-16-8: on the ``k*S x S`` input their head
 sees a ``k x 1`` map, so the classifier (``Dense``) has ``k`` times the inputs and the top and the
 bottom image reach different weights. Such a backbone is re-sized here for ``k*S x S``
@@ -50,11 +50,12 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor, nn
 
-from contrastive.backbones import check_input_size
-from contrastive.errors import ConfigError
-from contrastive.method import DataInfo, Method
-from contrastive.mixing import MIXES, BatchMix, PerImageAutoAugment, one_hot, soft_cross_entropy
-from contrastive.registry import METHODS
+from contrastive.backbones.factory import check_input_size
+from contrastive.core.errors import ConfigError
+from contrastive.engine.method import DataInfo, Method
+from contrastive.augment.mixing import MIXES, BatchMix, PerImageAutoAugment
+from contrastive.losses.classification import one_hot, soft_target_cross_entropy
+from contrastive.core.registry import METHODS
 
 CONTROLS = ("none", "same_image")
 TTAS = ("none", "flip")
@@ -167,7 +168,7 @@ class ImCLR(Method):
         idx = self.draw_indices(b, images.device).reshape(-1)  # [k*B], slot-major
         picked = images if self.k == 1 else images.index_select(0, idx)  # uint8 [kB, 3, H, W]
         if images.ndim == 5:  # dataset.storage=stream: [B, k, 3, S, S] crops made per image in the workers
-            from contrastive.data.photometric import slot_views
+            from contrastive.augment.photometric import slot_views
 
             x = slot_views(self.augment, self.autoaugment, picked, b)  # float [kB, 3, S, S]
         elif self.autoaugment is not None:  # crop/flip, then AutoAugment, then normalisation (paper Sec. 3.5)
@@ -186,7 +187,7 @@ class ImCLR(Method):
 
     def training_losses(self, views: Tensor, labels: Tensor, indices: Tensor) -> Dict[str, torch.Tensor]:
         logits = self.classifier(self.backbone(views))  # [B, C]
-        return {"loss": soft_cross_entropy(logits, labels)}
+        return {"loss": soft_target_cross_entropy(logits, labels)}
 
     # ---------------------------------------------------------------- test-time input
     def test_input(self, images: Tensor, tta: str | None = None) -> Tensor:

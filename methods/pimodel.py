@@ -42,11 +42,11 @@ import torch
 from torch import Tensor, nn
 
 from contrastive.data.base import class_balanced_subset
-from contrastive.errors import ConfigError
-from contrastive.method import DataInfo, Method
+from contrastive.core.errors import ConfigError
+from contrastive.engine.method import DataInfo, Method
 from contrastive.methods.imclr import CONTROLS, ImCLR, concat_height
-from contrastive.mixing import one_hot, soft_cross_entropy
-from contrastive.registry import METHODS
+from contrastive.losses.classification import one_hot, soft_target_cross_entropy
+from contrastive.core.registry import METHODS
 
 
 def consistency_loss(p1_logits: Tensor, p2_logits: Tensor) -> Tensor:
@@ -168,7 +168,7 @@ class PiModel(Method):
             return images.new_zeros((0, 3, h, w), dtype=torch.float32)
         picked = images.index_select(0, idx)  # uint8 [kB, 3, H, W] or [kB, 2k, 3, S, S]
         if picked.ndim == 5:  # dataset.storage=stream: crops made per image in the workers
-            from contrastive.data.photometric import photometric
+            from contrastive.augment.photometric import photometric
 
             rows = torch.arange(picked.shape[0], device=picked.device)  # [kB]
             crops = picked[rows, rows // (picked.shape[0] // self.k) + pass_ * self.k]  # uint8 [kB, 3, S, S]
@@ -202,7 +202,7 @@ class PiModel(Method):
         x_lab, targets, x_u1, x_u2 = views
         n_lab, n_unl = x_lab.shape[0], x_u1.shape[0]
         logits = self.classifier(self.backbone(torch.cat([x_lab, x_u1, x_u2])))  # [Bl + 2 Bu, C]: one BN batch
-        sup = soft_cross_entropy(logits[:n_lab], targets) if n_lab else logits.sum() * 0.0
+        sup = soft_target_cross_entropy(logits[:n_lab], targets) if n_lab else logits.sum() * 0.0
         cons = consistency_loss(logits[n_lab:n_lab + n_unl], logits[n_lab + n_unl:])
         w = self.w_max * rampup(int(self.global_step), self.rampup_steps)
         return {"loss": sup + w * cons, "supervised": sup.detach(), "consistency": cons.detach(),

@@ -12,7 +12,7 @@ the encoder's representation ``h``::
 
 ``method.perturbation`` (``perturb``):
     history  the representation this sample had when it was last seen: a per-sample
-             bank (:class:`contrastive.memory.FeatureBank`) refreshed after every step
+             bank (:class:`contrastive.memory.feature_bank.FeatureBank`) refreshed after every step
              with ``bank[i] = m * bank[i] + (1 - m) * h_i``; a sample not seen yet
              falls back to its current representation (no perturbation for it).
     dropout  dropout with rate ``dropout_p`` on ``h`` (inverted dropout, like nn.Dropout).
@@ -58,18 +58,18 @@ from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
 from torch import nn
 
-from contrastive.errors import ConfigError
-from contrastive.memory import FeatureBank
-from contrastive.method import DataInfo, Method, check_batch_size
-from contrastive.monitors import normalized_output_std
-from contrastive.registry import METHODS
+from contrastive.core.errors import ConfigError
+from contrastive.memory.feature_bank import FeatureBank
+from contrastive.engine.method import DataInfo, Method, check_batch_size
+from contrastive.metrics.collapse import normalized_output_std
+from contrastive.core.registry import METHODS
 
 PERTURBATIONS = ("history", "dropout", "noise", "none")
 PREDICTORS = ("none", "linear", "mlp2", "fixed_random")
 LOSSES = ("cosine", "cross_entropy")
 
 
-def soft_cross_entropy(prediction: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+def tempered_cross_entropy(prediction: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
     """``H(softmax(target / T), softmax(prediction / T))`` over the feature dimension, batch mean
     (the DINO form, with one temperature and no centering)."""
     return -(F.softmax(target / temperature, dim=1) * F.log_softmax(prediction / temperature, dim=1)).sum(1).mean()
@@ -79,7 +79,7 @@ def fixed_random_predictor(dim: int, hidden_dim: int) -> nn.Module:
     """Table 4's "Fixed random init" predictor: the ``mlp2`` predictor at its random
     initialisation, never updated.
 
-    Its parameters do not require gradients (so :func:`contrastive.optim.build_optimizer`,
+    Its parameters do not require gradients (so :func:`contrastive.engine.optim.build_optimizer`,
     which skips such parameters, gives them to no optimizer, and weight decay never touches
     them), and its BatchNorm keeps no running statistics: it normalises with the batch
     statistics, as the trained ``mlp2`` does in training, and has no buffers to update."""
@@ -119,7 +119,7 @@ class SimCLIC(Method):
             self.criterion = NegativeCosineSimilarity()
         else:
             temperature = float(m.ce_temperature)
-            self.criterion = lambda p, t: soft_cross_entropy(p, t, temperature)
+            self.criterion = lambda p, t: tempered_cross_entropy(p, t, temperature)
         # The history bank is a buffer: checkpointed with the weights, so a resumed run is exact.
         self.bank = FeatureBank(data.num_train, feature_dim, float(m.history_momentum)) if self.perturbation == "history" else None
 

@@ -21,7 +21,7 @@ The paper's ablations, all switches of this file:
 - **Loss** (Table 2, compared in Table 4), ``method.loss``: ``nt_xent`` (default),
   ``nt_logistic``, ``margin_triplet`` (``method.margin``), optionally with semi-hard
   negatives (``method.semi_hard=true``, Table 4's "sh"); pure functions in
-  :mod:`contrastive.losses`.
+  :mod:`contrastive.losses.pairwise`.
 - **l2 normalisation** (Table 5, "No l2 norm" rows): ``method.normalize=false`` uses the
   raw dot products ``u^T v`` as logits instead of cosine similarities.
 - **Temperature** (Table 5): ``method.temperature``.
@@ -36,10 +36,10 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
 
-from contrastive.errors import ConfigError
-from contrastive.losses import margin_triplet, nt_logistic, nt_xent, view_similarities
-from contrastive.method import DataInfo, Method, check_batch_size
-from contrastive.registry import METHODS
+from contrastive.core.errors import ConfigError
+from contrastive.losses.pairwise import margin_triplet, nt_logistic, nt_xent, view_similarities
+from contrastive.engine.method import DataInfo, Method, check_batch_size
+from contrastive.core.registry import METHODS
 
 LOSSES = ("nt_xent", "nt_logistic", "margin_triplet")
 

@@ -18,14 +18,14 @@ SPCL groups the data into prototypes and adds two prototype-level terms:
    so checkpoints hold them.
 2. **Prototype-aware batches** (Sec. 3.2): ``anchor_fraction`` of a batch comes from
    one anchor prototype ``c``, the rest from other prototypes
-   (:class:`~contrastive.data.prototype_sampler.PrototypeBatchSampler`, anchor members first).
+   (:class:`~contrastive.data.samplers.prototype.PrototypeBatchSampler`, anchor members first).
 3. **Losses** ``w_c * NT-Xent + w_m * metric + w_p * prototype``:
    NT-Xent on the projection head (as SimCLR), sum-reduced over the batch's views as the
    paper says (``method.contrastive_reduction=sum``; ``mean`` is lightly's); a siamese
    metric loss: "for each feature representation of the anchor prototype, we draw two
    feature embeddings from P_c and P_\\c as positive and negative pairs" - anchors are only
    the batch's members of ``c``, each with one same-prototype and one other-prototype
-   partner (:func:`contrastive.losses.prototype_pairs`), and a small head on ``|f_a - f_b|``
+   partner (:func:`contrastive.clustering.prototype_pairs.prototype_pairs`), and a small head on ``|f_a - f_b|``
    predicts "same prototype" (BCE); a linear head on the representation that predicts the
    sample's prototype (CE, or symmetric CE against noisy prototypes: the paper's "as long
    as the number of prototypes does not match the number of classes in the down-stream
@@ -57,12 +57,14 @@ from omegaconf import ListConfig
 from torch import nn
 
 from contrastive.data.base import shard_indices
-from contrastive.data.prototype_sampler import PrototypeBatchSampler
-from contrastive.errors import ConfigError
-from contrastive.kmeans import align_labels, cluster_stats, kmeans
-from contrastive.losses import prototype_pairs, symmetric_cross_entropy, tp_fn_similarity
-from contrastive.method import DataInfo, Method, _gather_padded, check_batch_size
-from contrastive.registry import METHODS
+from contrastive.data.samplers.prototype import PrototypeBatchSampler
+from contrastive.core.errors import ConfigError
+from contrastive.clustering.kmeans import align_labels, cluster_stats, kmeans
+from contrastive.clustering.prototype_pairs import prototype_pairs
+from contrastive.metrics.pair_similarity import tp_fn_similarity
+from contrastive.losses.classification import symmetric_cross_entropy
+from contrastive.engine.method import DataInfo, Method, _gather_padded, check_batch_size
+from contrastive.core.registry import METHODS
 
 log = logging.getLogger(__name__)
 LOSSES = ("contrastive", "metric", "prototype")
@@ -266,7 +268,7 @@ class SPCL(Method):
         return loss * (2 * z0.shape[0]) if self.cfg.method.contrastive_reduction == "sum" else loss
 
     def metric_loss(self, h0: torch.Tensor, h1: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-        """Siamese loss over the pairs of :func:`contrastive.losses.prototype_pairs`: anchors are
+        """Siamese loss over the pairs of :func:`contrastive.clustering.prototype_pairs.prototype_pairs`: anchors are
         the batch's members of the anchor prototype ``c`` (view 0), each with one partner from
         ``P_c`` and one from ``P_\\c`` (view 1). ``c`` is the prototype of the batch's first
         sample: :class:`PrototypeBatchSampler` puts the anchor prototype's members first (with
@@ -293,7 +295,7 @@ class SPCL(Method):
 def similarity_diagnostics(model: Method, split, size: int, seed: int = 0):
     """(TP, FN, TN) mean cosine similarities in ``model.project``'s space on a fixed batch of
     ``split`` (seed-fixed samples and views, eval mode, global RNG untouched). Works for any
-    method with a ``project`` (SimCLR too). See :func:`contrastive.losses.tp_fn_similarity`."""
+    method with a ``project`` (SimCLR too). See :func:`contrastive.metrics.pair_similarity.tp_fn_similarity`."""
     idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:size]
     images = split.images[idx].to(model.device)
     aug_rng = torch.Generator(device=model.device).manual_seed(seed)

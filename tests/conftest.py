@@ -10,7 +10,7 @@ sys.path.insert(0, str(ROOT))  # train.py / linear_eval.py are scripts at the re
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 # Tests compare numbers exactly (resume, DDP vs one process): CPUs with native bf16 would
-# otherwise train them in bf16 under precision=auto (contrastive/hardware.py).
+# otherwise train them in bf16 under precision=auto (contrastive/core/hardware.py).
 os.environ.setdefault("CONTRASTIVE_CPU_BF16", "0")
 
 #: Overrides that make a train.py run take seconds on 2 CPU cores.
@@ -24,7 +24,7 @@ FAST = [
     "knn.every_n_epochs=1",
     "knn.k=20",
     "trainer.progress_bar=false",
-    # Tests compare numbers exactly: fp32 also on CPUs where precision=auto picks bf16 (contrastive/hardware.py).
+    # Tests compare numbers exactly: fp32 also on CPUs where precision=auto picks bf16 (contrastive/core/hardware.py).
     "trainer.precision=32-true",
 ]
 

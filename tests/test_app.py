@@ -50,7 +50,7 @@ def test_hydra_run_dir_is_the_run_folder_and_hydra_interpolations_resolve(tmp_pa
 
 
 def test_any_trainer_argument_reaches_the_trainer_and_max_steps_sizes_the_schedule(tmp_path, monkeypatch):
-    from contrastive import engine
+    from contrastive.engine import run as engine
 
     seen = {}
     original = engine.build_trainer
@@ -75,7 +75,7 @@ def test_any_trainer_argument_reaches_the_trainer_and_max_steps_sizes_the_schedu
 def test_warmup_longer_than_run_is_cut_with_one_warning(caplog):
     from omegaconf import OmegaConf
 
-    from contrastive.optim import build_scheduler, warmup_steps
+    from contrastive.engine.optim import build_scheduler, warmup_steps
 
     cfg = OmegaConf.create({"name": "warmup_cosine", "warmup_epochs": 10, "final_lr_ratio": 0.0})
     assert warmup_steps(cfg, steps_per_epoch=20, total_steps=40) == 4  # 200 > 40 steps: 10% of the run

@@ -1,4 +1,4 @@
-"""Tests for contrastive.augment: batched on-device augmentation vs torchvision."""
+"""Tests for contrastive.augment.pipelines: batched on-device augmentation vs torchvision."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 
-from contrastive.augment import (
+from contrastive.augment.pipelines import (
     EvalTransform,
     SimCLRAugment,
     SupervisedAugment,
@@ -23,7 +23,7 @@ from contrastive.augment import (
     sample_crop_params,
     solarize,
 )
-from contrastive.errors import ConfigError
+from contrastive.core.errors import ConfigError
 
 ZERO, ONE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 
@@ -285,7 +285,7 @@ def _ramp(size: int = 32) -> torch.Tensor:
 
 
 def test_shift_with_nearest_fill_of_a_known_image():
-    from contrastive.augment_ops import SHIFT_FILLS, shift_boxes
+    from contrastive.augment.ops import SHIFT_FILLS, shift_boxes
 
     x = _ramp().float().div(255).unsqueeze(0).expand(2, -1, -1, -1)  # [2, 3, 32, 32]
     # u -> shift (2u - 1) * 0.125 * 32: (dy, dx) = (2.5, -3.0) and (-4.0, 1.0) pixels
@@ -372,7 +372,7 @@ def test_kernel_size_is_odd_and_about_ten_percent():
 
 
 def test_hue_on_a_subset_equals_the_masked_whole_batch_path():
-    from contrastive.augment import _hue_slot
+    from contrastive.augment.ops import _hue_slot
 
     g = torch.Generator().manual_seed(3)
     x = torch.rand(8, 3, 6, 6, generator=g)  # [B, 3, H, W]

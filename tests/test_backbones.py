@@ -1,10 +1,11 @@
-"""Tests of contrastive.backbones and contrastive.backbones_cifar (CPU, batch size 2, tiny inputs)."""
+"""Tests of contrastive.backbones.factory and contrastive.backbones.cifar_resnet (CPU, batch size 2, tiny inputs)."""
 
 import pytest
 import torch
 from torch import nn
 
-from contrastive.backbones import BACKBONES, check_input_size, count_parameters, create_backbone
+from contrastive.backbones.factory import BACKBONES, check_input_size, create_backbone
+from contrastive.backbones.base import count_parameters
 
 EXPECTED = {
     "resnet18", "resnet50", "small_cnn",
@@ -14,7 +15,7 @@ EXPECTED = {
 # Every backbone this package registers (plugins registered by other tests are left out).
 # The project's own nets. `timm` wraps a third-party model (timm zero-initialises each block's last
 # BN, so some weights get no gradient at step 1 by design); tests/test_library.py covers it.
-BUILTIN = [n for n in BACKBONES.names() if BACKBONES.get(n).__module__.startswith("contrastive.backbones") and n != "timm"]
+BUILTIN = [n for n in BACKBONES.names() if BACKBONES.get(n).__module__.startswith("contrastive.backbones.") and n != "timm"]
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Bad input, tried systematically (issue 8, point 5): command lines, configs, datasets,
+"""Bad input, tried systematically: command lines, configs, datasets,
 checkpoints and output folders. Every case must end ``train.py`` with exit code 2 and one
 ``error:`` line naming the problem, before any training, without a traceback."""
 
@@ -170,8 +170,8 @@ def test_table_covers_at_least_30_cases():
 
 
 def test_bad_images_skipped_are_counted_and_named_in_the_log(tmp_path, caplog):
-    from contrastive.config import load_config
-    from contrastive.engine import prepare_run
+    from contrastive.config.compose import load_config
+    from contrastive.engine.run import prepare_run
 
     overrides = _folder({**_good("train"), **_good("val"), "train/cat/cut.jpg": TRUNCATED, "val/dog/empty.jpg": b""},
                         **{"dataset.on_bad_image": "skip"})(tmp_path)
@@ -184,7 +184,7 @@ def test_bad_images_skipped_are_counted_and_named_in_the_log(tmp_path, caplog):
     assert any("skipped 1 unreadable image(s):" in w and "empty.jpg" in w for w in warnings), warnings
 
 
-# ---------------------------------------------------------------- security (issue 8, point 6)
+# ---------------------------------------------------------------- security
 class _Payload:
     """Pickled, this runs ``marker.touch()`` on unpickling: what a malicious checkpoint does."""
 
@@ -196,8 +196,8 @@ class _Payload:
 
 
 def test_malicious_checkpoint_is_refused_without_running_its_code(tmp_path):
-    from contrastive.checkpoint import load_checkpoint
-    from contrastive.errors import CheckpointError
+    from contrastive.engine.checkpoint import load_checkpoint
+    from contrastive.core.errors import CheckpointError
 
     marker, path = tmp_path / "pwned", tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "contrastive": {"method": "simclr"}, "x": _Payload(marker)}, path)
@@ -235,8 +235,8 @@ def test_every_torch_load_uses_weights_only_and_nothing_evals_code():
 def test_config_values_are_never_evaluated(tmp_path):
     from omegaconf import OmegaConf
 
-    from contrastive.config import load_config
-    from contrastive.errors import ConfigError
+    from contrastive.config.compose import load_config
+    from contrastive.core.errors import ConfigError
 
     marker = tmp_path / "pwned"
     code = f"__import__('pathlib').Path('{marker}').touch()"
@@ -250,8 +250,9 @@ def test_config_values_are_never_evaluated(tmp_path):
 def test_plugins_are_imported_only_when_named(tmp_path, monkeypatch):
     import sys
 
-    import contrastive.config as config
-    from contrastive.engine import prepare_run
+    import contrastive.config.plugins as plugins
+    from contrastive.config.compose import load_config
+    from contrastive.engine.run import prepare_run
 
     loaded = []
 
@@ -262,7 +263,7 @@ def test_plugins_are_imported_only_when_named(tmp_path, monkeypatch):
         def load(self):
             loaded.append(self.name)
 
-    monkeypatch.setattr(config, "entry_points", lambda group: [FakeEntryPoint("simclr"), FakeEntryPoint("unrelated")])
-    prepare_run(config.load_config([f"output_dir={tmp_path}", "dataset.num_train=64", "dataset.num_val=32", "batch_size=16"]))
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [FakeEntryPoint("simclr"), FakeEntryPoint("unrelated")])
+    prepare_run(load_config([f"output_dir={tmp_path}", "dataset.num_train=64", "dataset.num_val=32", "batch_size=16"]))
     assert loaded == ["simclr"]  # the run's method names it; the other installed plugin is never imported
     assert "tests.plugins.simsiam_lite" not in sys.modules and "contrastive_plugin_simsiam_lite" not in sys.modules

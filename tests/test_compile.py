@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from contrastive.config import load_builtin_methods, load_config
-from contrastive.method import DataInfo
-from contrastive.registry import METHODS
+from contrastive.config.compose import load_config
+from contrastive.config.plugins import load_builtin_methods
+from contrastive.engine.method import DataInfo
+from contrastive.core.registry import METHODS
 from tests.conftest import FAST
 
 

@@ -9,9 +9,9 @@ from lightly.loss import NTXentLoss
 from torch import nn
 
 from contrastive.data.base import RandomBatchSampler, class_balanced_subset
-from contrastive.knn import knn_accuracy, knn_scores
-from contrastive.optim import build_optimizer, scaled_lr, split_decay_parameters, step_decay, warmup_cosine
-from contrastive.registry import Registry
+from contrastive.metrics.knn import knn_accuracy, knn_scores
+from contrastive.engine.optim import build_optimizer, scaled_lr, split_decay_parameters, step_decay, warmup_cosine
+from contrastive.core.registry import Registry
 from omegaconf import OmegaConf
 
 

@@ -1,4 +1,4 @@
-"""Image files (issue 15): the memory-mapped decode cache, mixed image modes, ImageNet folders."""
+"""Image files: the memory-mapped decode cache, mixed image modes, ImageNet folders."""
 
 import logging
 
@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastive.data.cache import HEADER_BYTES
-from contrastive.data.decode import load_rgb
-from contrastive.data.folders import decode_files, list_class_folders
-from contrastive.errors import DatasetError
+from contrastive.data.io.cache import HEADER_BYTES
+from contrastive.data.io.decode import load_rgb
+from contrastive.data.io.folders import decode_files, list_class_folders
+from contrastive.core.errors import DatasetError
 
 
 def _folder(root, n=6, size=(20, 14)):
@@ -46,9 +46,9 @@ def test_cache_is_one_mapped_file_reused_and_a_corrupt_one_is_rebuilt(tmp_path, 
             data[:20] = b"x" * 20
         path.write_bytes(bytes(data))
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="contrastive.data.cache"):
+        with caplog.at_level(logging.WARNING, logger="contrastive.data.io.cache"):
             rebuilt, _ = decode_files(samples, 8, "skip", cache)
-        warnings = [r.getMessage() for r in caplog.records if r.name == "contrastive.data.cache"]
+        warnings = [r.getMessage() for r in caplog.records if r.name == "contrastive.data.io.cache"]
         assert len(warnings) == 1 and str(path) in warnings[0] and "rebuilding" in warnings[0], (damage, warnings)
         assert torch.equal(rebuilt.images, reference)
         del rebuilt
@@ -59,11 +59,11 @@ def test_unwritable_cache_folder_gives_one_warning_and_no_cache(tmp_path, caplog
     samples = _folder(tmp_path / "imgs")
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache folder should be")
-    with caplog.at_level(logging.WARNING, logger="contrastive.data.cache"):
+    with caplog.at_level(logging.WARNING, logger="contrastive.data.io.cache"):
         a, _ = decode_files(samples, 8, "error", blocker / "cache")
         b, _ = decode_files(samples, 8, "error", blocker / "cache")
     assert torch.equal(a.images, b.images) and len(a.images) == 12
-    warnings = [r.getMessage() for r in caplog.records if r.name == "contrastive.data.cache"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "contrastive.data.io.cache"]
     assert len(warnings) == 1 and "cannot be written" in warnings[0]
 
 
@@ -100,7 +100,7 @@ def _imagenet(root, train=("n01", "n02", "n03"), val=("n01", "n02", "n03")):
 
 
 def _cfg(root, *extra):
-    from contrastive.config import load_config
+    from contrastive.config.compose import load_config
 
     return load_config([f"dataset.root={root}", "dataset.image_size=16", "dataset.storage=stream", *extra]).dataset
 
@@ -121,7 +121,7 @@ def test_imagenet_folders_and_a_class_missing_from_val(tmp_path):
 
 
 def test_imagenet100_is_cmcs_class_list(tmp_path):
-    from contrastive.config import load_config
+    from contrastive.config.compose import load_config
 
     classes = list(load_config(["dataset=imagenet100"]).dataset.classes)
     assert len(classes) == len(set(classes)) == 100 and classes[:2] == ["n02869837", "n01749939"] and classes[-1] == "n02090622"
@@ -130,7 +130,7 @@ def test_imagenet100_is_cmcs_class_list(tmp_path):
 def test_prepare_val_sorts_the_flat_folder_from_the_devkit(tmp_path):
     import scipy.io
 
-    from contrastive.data.imagenet import main
+    from contrastive.data.sources.imagenet import main
 
     devkit = tmp_path / "ILSVRC2012_devkit_t12" / "data"
     devkit.mkdir(parents=True)
@@ -150,7 +150,7 @@ def test_prepare_val_sorts_the_flat_folder_from_the_devkit(tmp_path):
 
 
 def test_stream_storage_on_an_in_memory_dataset_is_one_clear_error():
-    from contrastive.config import load_config
+    from contrastive.config.compose import load_config
     from contrastive.data import build_dataset
 
     with pytest.raises(DatasetError, match="dataset.storage=stream needs image files"):

@@ -1,4 +1,4 @@
-"""Distributed correctness on CPU: 2 processes (gloo) against 1 process (issue 8, point 1).
+"""Distributed correctness on CPU: 2 processes (gloo) against 1 process.
 
 One pair of processes is started per test session (fork: no re-import, a few seconds);
 each process joins a gloo group the way ``torchrun`` would (``RANK``, ``LOCAL_RANK``,
@@ -31,7 +31,7 @@ SPCL = ["method=spcl", "method.num_prototypes=[4]", "method.cluster.view=eval", 
 
 
 def _cfg(out, *extra, devices=1):
-    from contrastive.config import load_config
+    from contrastive.config.compose import load_config
 
     ddp = ["trainer.devices=2", "trainer.strategy=ddp"] if devices == 2 else ["trainer.devices=1"]
     return load_config(COMMON + [f"output_dir={out}", *ddp, *extra])
@@ -55,9 +55,9 @@ def nt_xent_reference(z0, z1, temperature):
 
 
 def _simclr_model(out):
-    from contrastive.config import load_builtin_methods
-    from contrastive.method import DataInfo
-    from contrastive.registry import METHODS
+    from contrastive.config.plugins import load_builtin_methods
+    from contrastive.engine.method import DataInfo
+    from contrastive.core.registry import METHODS
 
     load_builtin_methods()
     torch.manual_seed(0)
@@ -88,7 +88,7 @@ def _worker(rank, port, out):
     torch.set_num_threads(1)
     try:
         from contrastive.data.module import ArrayDataModule
-        from contrastive.engine import _knn, build_trainer, fit, prepare_run
+        from contrastive.engine.run import _knn, build_trainer, fit, prepare_run
 
         dist.init_process_group("gloo", rank=rank, world_size=WORLD, init_method=f"tcp://127.0.0.1:{port}")
         result = {"nt_xent": _nt_xent_checks(rank, out)}
@@ -175,7 +175,7 @@ def test_simclr_nt_xent_and_gradients_with_gathered_negatives_equal_one_process(
 
 def test_knn_monitor_gives_the_same_number_with_one_and_two_processes(ranks, single_threaded, tmp_path):
     from contrastive.data.module import ArrayDataModule
-    from contrastive.engine import _knn, build_trainer, prepare_run
+    from contrastive.engine.run import _knn, build_trainer, prepare_run
 
     _, results = ranks
     run = prepare_run(_cfg(tmp_path, *KNN))
@@ -195,7 +195,7 @@ def test_simclic_history_bank_is_identical_on_every_rank_and_holds_the_global_ba
 
 
 def test_spcl_assignments_identical_on_every_rank_and_equal_to_one_process(ranks, single_threaded, tmp_path):
-    from contrastive.engine import fit, prepare_run
+    from contrastive.engine.run import fit, prepare_run
 
     _, (r0, r1) = ranks
     assert torch.equal(r0["spcl_assignments"], r1["spcl_assignments"])

@@ -1,4 +1,4 @@
-"""Everything GPU-related (issue 12): run by ``benchmarks/gpu_check.sh``; every test skips without CUDA.
+"""Everything GPU-related: run by ``benchmarks/gpu_check.sh``; every test skips without CUDA.
 
 Written and dry-run on a CPU-only machine: none of these has run on a GPU yet.
 """
@@ -9,9 +9,10 @@ import socket
 import pytest
 import torch
 
-from contrastive.config import load_builtin_methods, load_config
-from contrastive.method import Method
-from contrastive.registry import METHODS
+from contrastive.config.compose import load_config
+from contrastive.config.plugins import load_builtin_methods
+from contrastive.engine.method import Method
+from contrastive.core.registry import METHODS
 from tests.conftest import FAST
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -30,7 +31,7 @@ KNOWN_SYNC_METHODS = {"spcl", "simclic"}
 
 
 def _fit(tmp_path, *extra):
-    from contrastive.engine import fit, prepare_run
+    from contrastive.engine.run import fit, prepare_run
 
     run = prepare_run(load_config(FAST + GPU + [f"output_dir={tmp_path}", *extra]))
     return run, fit(run)
@@ -38,7 +39,7 @@ def _fit(tmp_path, *extra):
 
 # ------------------------------------------------------------------ augmentation
 def test_cuda_augmentation_matches_cpu_parameter_distributions():
-    from contrastive.augment import SimCLRAugment
+    from contrastive.augment.pipelines import SimCLRAugment
 
     aug = SimCLRAugment(32, (0.5,) * 3, (0.25,) * 3)
     n = 200_000
@@ -58,7 +59,7 @@ def test_cuda_augmentation_matches_cpu_parameter_distributions():
 
 
 def test_cuda_augmentation_is_independent_per_sample():
-    from contrastive.augment import SimCLRAugment
+    from contrastive.augment.pipelines import SimCLRAugment
 
     aug = SimCLRAugment(32, (0.5,) * 3, (0.25,) * 3).cuda()
     image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8, device="cuda").expand(512, -1, -1, -1).contiguous()
@@ -90,7 +91,7 @@ def test_data_on_device_channels_last_and_compile(tmp_path):
 
 
 def test_knn_monitor_on_gpu_agrees_with_cpu(tmp_path):
-    from contrastive.knn import knn_accuracy
+    from contrastive.metrics.knn import knn_accuracy
 
     run, summary = _fit(tmp_path, "trainer.max_epochs=1")
     assert summary["knn_top1"] is not None
@@ -105,10 +106,10 @@ def test_knn_monitor_on_gpu_agrees_with_cpu(tmp_path):
 def test_linear_eval_extraction_and_probe_on_gpu():
     from omegaconf import OmegaConf
 
-    from contrastive.augment import EvalTransform
-    from contrastive.backbones import create_backbone
+    from contrastive.augment.pipelines import EvalTransform
+    from contrastive.backbones.factory import create_backbone
     from contrastive.data.base import ImageArray
-    from contrastive.data.synthetic import generate_shapes
+    from contrastive.data.sources.synthetic import generate_shapes
     from contrastive.evaluation.features import extract, frozen_encoder
     from contrastive.evaluation.probe import evaluate_head, train_linear_probe
 
@@ -175,7 +176,7 @@ def test_no_host_device_sync_inside_the_training_step(tmp_path, monkeypatch, nam
     import pytorch_lightning as pl
 
     from contrastive.data.module import ArrayDataModule
-    from contrastive.engine import prepare_run
+    from contrastive.engine.run import prepare_run
 
     for hook in ("training_step", "on_after_batch_transfer"):
         original = getattr(Method, hook)

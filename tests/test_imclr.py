@@ -1,4 +1,4 @@
-"""ImCLR (methods/imclr.py, contrastive/mixing.py): input construction, targets, test-time input,
+"""ImCLR (methods/imclr.py, contrastive/augment/mixing.py): input construction, targets, test-time input,
 strong augmentation, bad input, the paper's backbones and recipes, one end-to-end run (CPU)."""
 
 import copy
@@ -12,14 +12,15 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import train
-from contrastive.augment import SupervisedAugment
-from contrastive.checkpoint import load_checkpoint
-from contrastive.config import load_builtin_methods, load_config
-from contrastive.engine import prepare_run
-from contrastive.errors import ConfigError
-from contrastive.method import DataInfo
-from contrastive.mixing import PerImageAutoAugment
-from contrastive.registry import BACKBONES, DATASETS, METHODS
+from contrastive.augment.pipelines import SupervisedAugment
+from contrastive.engine.checkpoint import load_checkpoint
+from contrastive.config.compose import load_config
+from contrastive.config.plugins import load_builtin_methods
+from contrastive.engine.run import prepare_run
+from contrastive.core.errors import ConfigError
+from contrastive.engine.method import DataInfo
+from contrastive.augment.mixing import PerImageAutoAugment
+from contrastive.core.registry import BACKBONES, DATASETS, METHODS
 from tests.conftest import FAST
 
 load_builtin_methods()

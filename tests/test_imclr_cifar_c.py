@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from contrastive.data.cifar_c import CORRUPTIONS, corruption_errors, error_table, load_corruption, mean_error
-from contrastive.errors import DatasetError
+from contrastive.data.sources.cifar_c import CORRUPTIONS, corruption_errors, error_table, load_corruption, mean_error
+from contrastive.core.errors import DatasetError
 
 N = 6  # images per severity (the archive has 10,000)
 

@@ -1,4 +1,4 @@
-"""ImCLR as the paper built it (issue 13): Table 10 parameter counts, the flatten head, the
+"""ImCLR as the paper built it: Table 10 parameter counts, the flatten head, the
 AutoAugment order and Table 9's "Base + flips" (CPU, small inputs)."""
 
 import copy
@@ -10,11 +10,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from contrastive.backbones import create_backbone
-from contrastive.config import load_builtin_methods, load_config
-from contrastive.errors import ConfigError
-from contrastive.method import DataInfo
-from contrastive.registry import METHODS
+from contrastive.backbones.factory import create_backbone
+from contrastive.config.compose import load_config
+from contrastive.config.plugins import load_builtin_methods
+from contrastive.core.errors import ConfigError
+from contrastive.engine.method import DataInfo
+from contrastive.core.registry import METHODS
 
 load_builtin_methods()
 ImCLR = METHODS.get("imclr")

@@ -9,7 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from contrastive.config import CONFIG_DIR, load_config
+from contrastive.config.compose import CONFIG_DIR, load_config
 from tests.conftest import FAST, ROOT
 
 
@@ -55,7 +55,7 @@ def test_timm_backbone_and_export_load_strictly_into_torchvision_and_timm(tmp_pa
     from omegaconf import OmegaConf
     from safetensors.torch import load_file
 
-    from contrastive.backbones import create_backbone
+    from contrastive.backbones.factory import create_backbone
     from contrastive.evaluation.export import export_backbone
 
     net = create_backbone("timm", 32, small_stem=False, model_name="resnet18")
@@ -94,8 +94,8 @@ def _presets():
 
 
 def _methods():
-    from contrastive.config import load_builtin_methods
-    from contrastive.registry import METHODS
+    from contrastive.config.plugins import load_builtin_methods
+    from contrastive.core.registry import METHODS
 
     load_builtin_methods()
     return [m for m in METHODS.names() if (CONFIG_DIR / "method" / f"{m}.yaml").is_file()]
@@ -127,11 +127,11 @@ def test_every_preset_composes_validates_and_its_one_epoch_schedule_is_valid():
     """Every preset, as a 1-epoch run: composed, every value checked (the checks train.py runs
     before any data), and its learning-rate schedule over that epoch finite and positive (the
     warm-up fits the run). Training is the test above, for the longest warm-ups (this one stays fast)."""
-    from contrastive.config import import_plugins, load_builtin_methods
-    from contrastive.engine import validate_config
-    from contrastive.method import DataInfo
-    from contrastive.optim import lr_multiplier
-    from contrastive.registry import METHODS
+    from contrastive.config.plugins import import_plugins, load_builtin_methods
+    from contrastive.engine.run import validate_config
+    from contrastive.engine.method import DataInfo
+    from contrastive.engine.optim import lr_multiplier
+    from contrastive.core.registry import METHODS
 
     load_builtin_methods()
     for preset in _presets():

@@ -14,14 +14,15 @@ from torch import nn
 
 import linear_eval
 import train
-from contrastive.backbones import create_backbone
-from contrastive.config import load_builtin_methods, load_config
+from contrastive.backbones.factory import create_backbone
+from contrastive.config.compose import load_config
+from contrastive.config.plugins import load_builtin_methods
 from contrastive.evaluation import prepare
 from contrastive.evaluation.features import features_for, frozen_encoder, labeled_subset
 from contrastive.evaluation.probe import evaluate_head, train_linear_probe
-from contrastive.knn import knn_accuracy, knn_scores
-from contrastive.method import DataInfo
-from contrastive.registry import METHODS
+from contrastive.metrics.knn import knn_accuracy, knn_scores
+from contrastive.engine.method import DataInfo
+from contrastive.core.registry import METHODS
 from tests.conftest import FAST
 
 EVAL = ["eval.linear.epochs=5", "eval.finetune.epochs=1", "eval.knn.k=20", "eval.progress_bar=false", "eval.batch_size=256"]
@@ -58,7 +59,7 @@ def test_no_argument_picks_newest_run_linear_json_and_cache(trained, capsys):
     assert row["features_cached"] is False
     saved = json.loads((ckpt.parent / "last.eval" / "linear-synthetic-labels1.json").read_text())
     assert FIELDS <= saved.keys() and saved["top1"] == row["top1"] and len(saved["checkpoint_sha256"]) == 64
-    # Second call (kNN): the frozen features come from the cache, and kNN on them is exactly contrastive.knn.
+    # Second call (kNN): the frozen features come from the cache, and kNN on them is exactly contrastive.metrics.knn.
     (knn,) = _run([f"checkpoint={ckpt}", "eval.mode=knn", "eval.plot=true", "eval.plot_samples=100"])["results"]
     assert knn["features_cached"] is True and knn["recipe"]["k"] == 20
     (cache,) = (ckpt.parent / "last.eval" / "features").glob("synthetic-*.pt")

@@ -4,9 +4,10 @@ gradient on every trainable parameter (no dead head, no detached branch by mista
 import pytest
 import torch
 
-from contrastive.config import load_builtin_methods, load_config
-from contrastive.method import DataInfo
-from contrastive.registry import METHODS
+from contrastive.config.compose import load_config
+from contrastive.config.plugins import load_builtin_methods
+from contrastive.engine.method import DataInfo
+from contrastive.core.registry import METHODS
 
 load_builtin_methods()
 

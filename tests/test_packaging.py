@@ -40,7 +40,7 @@ def test_wheel_holds_the_configs_and_methods_under_the_package_only(installed):
             "contrastive/configs/experiment/none.yaml", "contrastive/methods/simclr.py"} <= set(names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "contrastive-train = contrastive.cli:train_console" in text and "contrastive-eval" in text
+    assert "contrastive-train = contrastive.cli.train:train_console" in text and "contrastive-eval" in text
 
 
 def test_installed_console_scripts_train_and_evaluate_outside_the_repository(installed):

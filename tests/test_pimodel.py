@@ -7,11 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastive.config import load_builtin_methods, load_config
-from contrastive.errors import ConfigError
-from contrastive.method import DataInfo
+from contrastive.config.compose import load_config
+from contrastive.config.plugins import load_builtin_methods
+from contrastive.core.errors import ConfigError
+from contrastive.engine.method import DataInfo
 from contrastive.methods.pimodel import LabeledUnlabeledBatches, consistency_loss, rampup
-from contrastive.registry import METHODS
+from contrastive.core.registry import METHODS
 
 load_builtin_methods()
 PiModel = METHODS.get("pimodel")

@@ -1,4 +1,4 @@
-"""Surviving interruption and bad numbers (issue 8, points 2-4).
+"""Surviving interruption and bad numbers.
 
 One small SimCLR run (20 steps: 2 epochs x 10 batches of 32, width-4 CNN, no kNN) is
 trained straight through once per module; the interrupted runs must end with exactly
@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from contrastive.checkpoint import SIGTERM_EXIT_CODE, AtomicCheckpointIO, load_checkpoint, remove_stale_temp_files
-from contrastive.config import load_config
-from contrastive.engine import fit, prepare_run
-from contrastive.method import Method, NonFiniteLossError
+from contrastive.engine.checkpoint import SIGTERM_EXIT_CODE, AtomicCheckpointIO, load_checkpoint, remove_stale_temp_files
+from contrastive.config.compose import load_config
+from contrastive.engine.run import fit, prepare_run
+from contrastive.engine.method import Method, NonFiniteLossError
 from tests.conftest import ROOT
 
 STEPS_PER_EPOCH = 10
@@ -109,7 +109,7 @@ def test_sigterm_mid_epoch_saves_and_resume_is_exact(straight, tmp_path, monkeyp
 
 BEACON = textwrap.dedent("""
     import runpy, sys
-    from contrastive.method import Method
+    from contrastive.engine.method import Method
     def beacon(self, outputs, batch, batch_idx):
         print(f"step {self.global_step}", flush=True)
     Method.on_train_batch_end = beacon

@@ -1,4 +1,4 @@
-"""dataset=shards (issue 15): WebDataset tar shards written by shards_convert, read by index;
+"""dataset=shards: WebDataset tar shards written by the shard writer, read by index;
 a seed-fixed per-epoch shuffle with disjoint rank parts, exact mid-epoch resume, checksums."""
 
 from pathlib import Path
@@ -6,13 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from contrastive.augment import SimCLRAugment
-from contrastive.data.folders import decode_files, list_class_folders
+from contrastive.augment.pipelines import SimCLRAugment
+from contrastive.data.io.folders import decode_files, list_class_folders
 from contrastive.data.resume import ResumableLoader
-from contrastive.data.shards import ShardImages, ShardShuffleBatchSampler, read_manifest, verify_shards
-from contrastive.data.shards_convert import convert_folder
+from contrastive.data.shards.reader import ShardImages, ShardShuffleBatchSampler
+from contrastive.data.shards.format import read_manifest, verify_shards
+from contrastive.data.shards.writer import convert_folder
 from contrastive.data.stream import CropBatches, EpochTagged, geometric_of, worker_init
-from contrastive.errors import DatasetError
+from contrastive.core.errors import DatasetError
 from tests.test_stream import indices_of_two_ddp_processes, shapes_folder
 
 
@@ -126,7 +127,7 @@ def test_a_damaged_shard_is_named(converted, tmp_path, truncate):
 
 
 def test_bad_shard_settings_are_one_line_errors(converted, tmp_path):
-    from contrastive.config import load_config
+    from contrastive.config.compose import load_config
     from contrastive.data import build_dataset
 
     def build(*overrides):

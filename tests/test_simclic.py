@@ -10,12 +10,12 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import train
-from contrastive.config import load_config
-from contrastive.errors import ConfigError
-from contrastive.memory import FeatureBank
-from contrastive.method import DataInfo
-from contrastive.monitors import normalized_output_std
-from contrastive.methods.simclic import PERTURBATIONS, SimCLIC, soft_cross_entropy
+from contrastive.config.compose import load_config
+from contrastive.core.errors import ConfigError
+from contrastive.memory.feature_bank import FeatureBank
+from contrastive.engine.method import DataInfo
+from contrastive.metrics.collapse import normalized_output_std
+from contrastive.methods.simclic import PERTURBATIONS, SimCLIC, tempered_cross_entropy
 from tests.conftest import FAST
 
 TINY = ["backbone.kwargs.width=4", "method.projection.hidden_dim=32", "method.projection.output_dim=32",
@@ -195,12 +195,12 @@ def test_switches_build_the_ablations():
     t, p = torch.randn(5, 7), torch.randn(5, 7)
     q = torch.softmax(t / 0.5, 1)
     entropy = -(q * q.log()).sum(1).mean()
-    assert soft_cross_entropy(t, t, 0.5).item() == pytest.approx(entropy.item(), rel=1e-5)
-    assert soft_cross_entropy(p, t, 0.5) > entropy
+    assert tempered_cross_entropy(t, t, 0.5).item() == pytest.approx(entropy.item(), rel=1e-5)
+    assert tempered_cross_entropy(p, t, 0.5) > entropy
 
 
 def test_fixed_random_predictor_gets_no_update_and_is_unchanged_after_a_step():
-    from contrastive.optim import build_optimizer
+    from contrastive.engine.optim import build_optimizer
 
     model = build("method.predictor=fixed_random", "method.perturbation=dropout")
     assert isinstance(model.predictor, type(build().predictor))  # the mlp2 architecture, at its random init

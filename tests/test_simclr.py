@@ -1,4 +1,4 @@
-"""SimCLR (issue 14): projection heads 0/1/2+, the Table 2 losses against their formulas,
+"""SimCLR: projection heads 0/1/2+, the Table 2 losses against their formulas,
 un-normalised logits, wider ResNet-50s, the augmented linear probe."""
 
 import functools
@@ -11,11 +11,11 @@ from lightly.loss import NTXentLoss
 from omegaconf import OmegaConf
 from torch import nn
 
-from contrastive.config import load_config
+from contrastive.config.compose import load_config
 from contrastive.data import ImageArray
-from contrastive.errors import ConfigError
-from contrastive.losses import margin_triplet, nt_logistic, nt_xent, view_similarities
-from contrastive.method import DataInfo
+from contrastive.core.errors import ConfigError
+from contrastive.losses.pairwise import margin_triplet, nt_logistic, nt_xent, view_similarities
+from contrastive.engine.method import DataInfo
 from tests.conftest import FAST
 
 DATA = DataInfo(num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, num_train=512)
@@ -152,7 +152,7 @@ def test_bad_settings(overrides, message):
 
 # ---------------------------------------------------------------- wider ResNet-50s, presets
 def test_resnet50_width_multipliers_have_the_papers_parameter_counts():
-    from contrastive.backbones import create_backbone
+    from contrastive.backbones.factory import create_backbone
 
     counts = {}
     for width in (1, 2, 4):

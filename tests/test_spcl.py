@@ -1,4 +1,4 @@
-"""SPCL (issue 5): k-means, prototype-aware batches, its losses, bad input and training runs."""
+"""SPCL: k-means, prototype-aware batches, its losses, bad input and training runs."""
 
 import contextlib
 import csv
@@ -14,13 +14,15 @@ from omegaconf import OmegaConf
 
 import contrastive.methods.spcl as spcl_module
 import train
-from contrastive.config import load_config
+from contrastive.config.compose import load_config
 from contrastive.data.base import ImageArray, RandomBatchSampler
-from contrastive.data.prototype_sampler import PrototypeBatchSampler
-from contrastive.errors import ConfigError
-from contrastive.kmeans import align_labels, cluster_stats, kmeans
-from contrastive.losses import prototype_pairs, symmetric_cross_entropy, tp_fn_similarity
-from contrastive.method import DataInfo
+from contrastive.data.samplers.prototype import PrototypeBatchSampler
+from contrastive.core.errors import ConfigError
+from contrastive.clustering.kmeans import align_labels, cluster_stats, kmeans
+from contrastive.clustering.prototype_pairs import prototype_pairs
+from contrastive.metrics.pair_similarity import tp_fn_similarity
+from contrastive.losses.classification import symmetric_cross_entropy
+from contrastive.engine.method import DataInfo
 from tests.conftest import FAST
 
 

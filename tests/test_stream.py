@@ -1,4 +1,4 @@
-"""dataset.storage=stream (issue 15): crops of the full image in DataLoader workers, the
+"""dataset.storage=stream: crops of the full image in DataLoader workers, the
 evaluation protocol shared with the in-memory path, DDP sharding, exact mid-epoch resume,
 and an end-to-end run."""
 
@@ -14,18 +14,18 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
 
-from contrastive.augment import SimCLRAugment
+from contrastive.augment.pipelines import SimCLRAugment
 from contrastive.data.base import ImageArray, RandomBatchSampler
-from contrastive.data.decode import crop_resize, load_rgb, sample_crop_box
-from contrastive.data.folders import decode_files, list_class_folders
+from contrastive.data.io.decode import crop_resize, load_rgb, sample_crop_box
+from contrastive.data.io.folders import decode_files, list_class_folders
 from contrastive.data.resume import ResumableLoader
-from contrastive.data.photometric import photometric
+from contrastive.augment.photometric import photometric
 from contrastive.data.stream import CropBatches, EpochTagged, FileImages, crop_seed, geometric_of, worker_init
 
 
 def shapes_folder(root: Path, n_train: int, n_val: int, size: int = 32, k: int = 4, seed: int = 0) -> Path:
     """``root/{train,val}/<shape>/<i>.jpg``: the synthetic shapes, saved non-square (size+8 x size)."""
-    from contrastive.data.synthetic import CLASS_NAMES, generate_shapes
+    from contrastive.data.sources.synthetic import CLASS_NAMES, generate_shapes
 
     for split, n, s in (("train", n_train, seed), ("val", n_val, seed + 1)):
         images, labels = generate_shapes(n, size, k, seed=s)
@@ -171,7 +171,7 @@ def test_train_with_storage_stream_beats_random_init(tmp_path, fast_overrides):
 
 
 def test_linear_eval_feature_extraction_reads_streamed_splits(folder, tmp_path):
-    from contrastive.augment import EvalTransform
+    from contrastive.augment.pipelines import EvalTransform
     from contrastive.evaluation.features import extract
 
     samples = _files(folder, "val")
@@ -186,8 +186,8 @@ def test_linear_eval_feature_extraction_reads_streamed_splits(folder, tmp_path):
 
 
 def test_keras_shifts_on_the_stream_path_are_refused_not_ignored():
-    from contrastive.augment import SupervisedAugment
-    from contrastive.errors import ConfigError
+    from contrastive.augment.pipelines import SupervisedAugment
+    from contrastive.core.errors import ConfigError
 
     aug = SupervisedAugment(16, (0.5,) * 3, (0.25,) * 3, padding=0, shift_range=0.1, shift_fill="nearest")
     with pytest.raises(ConfigError, match="shift_range=0.1.*dataset.storage=memory"):

@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from contrastive.data.synthetic import CLASS_NAMES, generate_shapes
+from contrastive.data.sources.synthetic import CLASS_NAMES, generate_shapes
 
 NUM_TRAIN, NUM_TEST = 1000, 500
 

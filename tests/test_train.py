@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import train
-from contrastive.checkpoint import load_checkpoint
-from contrastive.config import load_config
-from contrastive.errors import ContrastiveError
+from contrastive.engine.checkpoint import load_checkpoint
+from contrastive.config.compose import load_config
+from contrastive.core.errors import ContrastiveError
 from tests.conftest import ROOT
 
 
@@ -44,8 +44,8 @@ def test_plugin_method_from_tests_folder_trains(fast_overrides):
 
 
 def test_resume_continues_with_same_optimizer_state(fast_overrides, monkeypatch):
-    from contrastive.engine import fit, prepare_run
-    from contrastive.method import Method
+    from contrastive.engine.run import fit, prepare_run
+    from contrastive.engine.method import Method
 
     straight = fit(prepare_run(load_config(fast_overrides + ["run_name=straight"])))
     expected = torch.load(straight["last_checkpoint"], weights_only=True)

@@ -1,9 +1,12 @@
-"""Datasets held in memory as uint8 tensors, and the samplers that batch them."""
+"""Data: in-memory uint8 datasets and their samplers (``base``, ``module``), file streaming
+(``stream``), shards, sources by name (``sources``), file reading (``io``), samplers.
 
+Importing this package registers every built-in dataset in ``DATASETS``.
+"""
+
+from contrastive.data import sources  # noqa: F401  (registers the built-in datasets)
 from contrastive.data.base import DatasetSplits, ImageArray, IndexedBatches, RandomBatchSampler, class_balanced_subset
-from contrastive.data.datasets import build_dataset
-from contrastive.data import imagenet as _imagenet  # noqa: F401,E402  (registers imagenet, imagenet100)
-from contrastive.data import cifar_c as _cifar_c  # noqa: F401,E402  (registers cifar100_c)
-from contrastive.data import shards as _shards  # noqa: F401,E402  (registers shards)
+from contrastive.data.shards import reader as _shards  # noqa: F401  (registers dataset=shards)
+from contrastive.data.sources.standard import build_dataset
 
 __all__ = ["DatasetSplits", "ImageArray", "IndexedBatches", "RandomBatchSampler", "build_dataset", "class_balanced_subset"]

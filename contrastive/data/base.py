@@ -3,7 +3,7 @@
 Every dataset is decoded once into a uint8 tensor ``[N, 3, H, W]``. A batch is then
 a single ``index_select`` instead of ``batch_size`` Python ``__getitem__`` calls and
 PIL transforms; augmentation happens afterwards, batch-wise, on the training device
-(see :mod:`contrastive.augment`).
+(see :mod:`contrastive.augment.pipelines`).
 """
 
 from __future__ import annotations

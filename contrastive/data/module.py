@@ -86,7 +86,7 @@ class ArrayDataModule(pl.LightningDataModule):
         if self.batch_sampler_factory is not None:
             sampler = self.batch_sampler_factory(n, self.batch_size, self.seed, rank, world)
         elif getattr(images, "whole", False):  # sharded: each rank reads its own run of shards
-            from contrastive.data.shards import ShardShuffleBatchSampler
+            from contrastive.data.shards.reader import ShardShuffleBatchSampler
 
             sampler = ShardShuffleBatchSampler(images.shard_sizes, self.batch_size, self.seed, rank, world,
                                                images.shuffle_window)

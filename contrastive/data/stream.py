@@ -5,7 +5,7 @@ The split DALI and FFCV use: the *geometric* part of the training augmentation
 image, and the horizontal flip) runs per image in the worker processes, which collate
 uint8 crops at the training size into ``[B, V, 3, S, S]`` (``V`` views per image). The
 *photometric* part (colour jitter, grayscale, blur, solarize, normalisation) stays
-batch-wise on the training device (:mod:`contrastive.data.photometric`), as on the in-memory path.
+batch-wise on the training device (:mod:`contrastive.augment.photometric`), as on the in-memory path.
 
 The crop of view ``v`` of sample ``i`` in epoch ``e`` is drawn from a generator seeded
 with ``(seed, e, i, v)``: crops depend neither on the number of workers nor on where an
@@ -13,7 +13,7 @@ interrupted epoch resumed, so mid-epoch resume is exact (with
 :mod:`contrastive.data.resume`, which skips the batches already trained on).
 
 Evaluation splits are :class:`LazyImages` (:class:`FileImages`, or the sharded
-:class:`contrastive.data.shards.ShardImages`): a lazy ``[N, 3, S, S]`` uint8 "array"
+:class:`contrastive.data.shards.reader.ShardImages`): a lazy ``[N, 3, S, S]`` uint8 "array"
 whose slices decode the files with the evaluation protocol (resize the shorter side,
 center crop), the same function as the in-memory cache (bit-identical tensors). SPCL's
 clustering pass, ``linear_eval.py`` feature extraction and fine-tuning index it like a
@@ -31,8 +31,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 import torch
 from torch.utils.data import Dataset
 
-from contrastive.data.decode import crop_resize, load_rgb, pad_shift_crop, resize_center_crop, sample_crop_box
-from contrastive.errors import ConfigError, DatasetError
+from contrastive.data.io.decode import crop_resize, load_rgb, pad_shift_crop, resize_center_crop, sample_crop_box
+from contrastive.core.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def read_or_skip(name: str, policy: str, transform, load) -> Optional[torch.Tens
         return transform(load())
     except (RuntimeError, ValueError, OSError) as err:
         if policy == "error":
-            from contrastive.data.folders import bad_image_error
+            from contrastive.data.io.folders import bad_image_error
 
             raise bad_image_error(name, err) from None
         if name not in _reported:
@@ -177,9 +177,9 @@ class Geometric:
 
 
 def geometric_of(augment: torch.nn.Module, ratio: Tuple[float, float]) -> Geometric:
-    """The geometric part of :class:`~contrastive.augment.SimCLRAugment` or
-    :class:`~contrastive.augment.SupervisedAugment` (the built-in augmentations)."""
-    from contrastive.augment import SimCLRAugment, SupervisedAugment
+    """The geometric part of :class:`~contrastive.augment.pipelines.SimCLRAugment` or
+    :class:`~contrastive.augment.pipelines.SupervisedAugment` (the built-in augmentations)."""
+    from contrastive.augment.pipelines import SimCLRAugment, SupervisedAugment
 
     if isinstance(augment, SimCLRAugment):
         return Geometric("rrc", tuple(augment.scale), tuple(ratio), float(augment.hflip_prob))

@@ -9,7 +9,7 @@ with ``safetensors.torch.load_file``) into:
   encoder, ``conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)`` and ``maxpool = nn.Identity()``;
 * timm's ``resnet18``/``resnet50`` (``timm.create_model(name, num_classes=0)``, same
   key names; for a small stem the same ``conv1``/``maxpool`` replacement);
-* the project's own nets: ``contrastive.backbones.create_backbone(name, image_size, **kwargs)``.
+* the project's own nets: ``contrastive.backbones.factory.create_backbone(name, image_size, **kwargs)``.
 
 A JSON file beside it records the architecture and the snippet that rebuilds it.
 """
@@ -34,7 +34,7 @@ def load_snippet(name: str, small_stem: bool, kwargs: Dict[str, Any], image_size
             lines += ["model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)", "model.maxpool = torch.nn.Identity()"]
     else:
         args = "".join(f", {k}={v!r}" for k, v in kwargs.items())
-        lines = ["import torch", "from contrastive.backbones import create_backbone",
+        lines = ["import torch", "from contrastive.backbones.factory import create_backbone",
                  f"model = create_backbone({name!r}, {image_size}, small_stem={small_stem}{args})"]
     lines.append(f"model.load_state_dict(torch.load({file!r}, weights_only=True))")
     return "\n".join(lines)

@@ -27,8 +27,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from contrastive.data import ImageArray, class_balanced_subset
-from contrastive.errors import ConfigError
-from contrastive.hardware import resolve_eval_amp
+from contrastive.core.errors import ConfigError
+from contrastive.core.hardware import resolve_eval_amp
 
 log = logging.getLogger("contrastive")
 
@@ -154,7 +154,7 @@ def extract(embed: Callable[[torch.Tensor], torch.Tensor], array: ImageArray, tr
 
 def use_amp(cfg: Any, device: torch.device) -> bool:
     """``eval.amp``: auto = bf16 autocast on a bf16 GPU and on a CPU with native bf16
-    (AVX-512 BF16 / AMX), where it is faster; fp32 elsewhere (``contrastive.hardware``)."""
+    (AVX-512 BF16 / AMX), where it is faster; fp32 elsewhere (``contrastive.core.hardware``)."""
     return resolve_eval_amp(cfg.eval.amp, device)
 
 

@@ -1,7 +1,7 @@
 """Fine-tuning: the whole encoder and a new linear head trained on labeled images.
 
 The standard supervised augmentation (padded random crop + flip, or a random
-resized crop; :class:`contrastive.augment.SupervisedAugment`) is applied batch-wise
+resized crop; :class:`contrastive.augment.pipelines.SupervisedAugment`) is applied batch-wise
 on the device. SGD with Nesterov momentum, cosine decay, separate learning rates for
 the pretrained encoder (small) and the new head (large), weight decay on weights
 only (``eval.finetune`` in ``configs/eval.yaml``). BatchNorm runs in train mode.
@@ -19,11 +19,11 @@ from omegaconf import OmegaConf
 from torch import nn
 from tqdm.auto import trange
 
-from contrastive.augment import EvalTransform, SupervisedAugment
+from contrastive.augment.pipelines import EvalTransform, SupervisedAugment
 from contrastive.data import ImageArray, RandomBatchSampler
-from contrastive.knn import topk_accuracy
-from contrastive.method import Method
-from contrastive.optim import split_decay_parameters
+from contrastive.metrics.knn import topk_accuracy
+from contrastive.engine.method import Method
+from contrastive.engine.optim import split_decay_parameters
 from contrastive.evaluation.probe import cosine_lr
 
 

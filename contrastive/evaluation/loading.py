@@ -17,17 +17,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from contrastive.augment import EvalTransform
-from contrastive.backbones import check_input_size, resolve_small_stem
-from contrastive.checkpoint import load_checkpoint
-from contrastive.config import import_plugins, load_builtin_methods, load_config
+from contrastive.augment.pipelines import EvalTransform
+from contrastive.backbones.factory import check_input_size, resolve_small_stem
+from contrastive.engine.checkpoint import load_checkpoint
+from contrastive.config.compose import load_config
+from contrastive.config.plugins import import_plugins, load_builtin_methods
 from contrastive.data import DatasetSplits, build_dataset
-from contrastive.errors import CheckpointError, ConfigError, ContrastiveError
+from contrastive.core.errors import CheckpointError, ConfigError, ContrastiveError
 from contrastive.evaluation.features import config_sha256, file_sha256, frozen_encoder, labeled_subset
 from contrastive.evaluation.probe import load_head
-from contrastive.knn import KNN_BACKENDS
-from contrastive.method import DataInfo, Method
-from contrastive.registry import BACKBONES, METHODS
+from contrastive.metrics.knn import KNN_BACKENDS
+from contrastive.engine.method import DataInfo, Method
+from contrastive.core.registry import BACKBONES, METHODS
 
 log = logging.getLogger("contrastive")
 

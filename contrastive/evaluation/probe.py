@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import trange
 
-from contrastive.errors import CheckpointError
-from contrastive.knn import topk_accuracy
+from contrastive.core.errors import CheckpointError
+from contrastive.metrics.knn import topk_accuracy
 
 BN_EPS = 1e-5  # BatchNorm1d's default
 

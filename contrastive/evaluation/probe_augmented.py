@@ -9,7 +9,7 @@ epochs" and no regularisation (no weight decay). ``eval.linear.augment=true`` se
 :mod:`contrastive.evaluation.probe` on cached, un-augmented features.
 
 Every step draws a fresh random resized crop (``eval.linear.augment_min_scale``) and flip of
-each image (:class:`contrastive.augment.SupervisedAugment`), embeds it with the encoder in
+each image (:class:`contrastive.augment.pipelines.SupervisedAugment`), embeds it with the encoder in
 eval mode under ``no_grad`` (BatchNorm uses its running statistics; asserted at every
 step, and every weight and buffer is checked unchanged at the end), and takes an SGD step on
 the linear head only. The optimiser keys are ``eval.linear``'s (``epochs``, ``batch_size``,
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import trange
 
-from contrastive.augment import EvalTransform, SupervisedAugment
+from contrastive.augment.pipelines import EvalTransform, SupervisedAugment
 from contrastive.data import ImageArray, RandomBatchSampler
 from contrastive.evaluation.features import assert_unchanged, snapshot_state
 from contrastive.evaluation.probe import cosine_lr

@@ -19,7 +19,7 @@ from contrastive.evaluation.loading import EvalSetup
 from contrastive.evaluation.probe import evaluate_head, probe_or_load, save_head
 from contrastive.evaluation.probe_augmented import train_augmented_probe
 from contrastive.evaluation.report import plot_embedding, result_name, write_result
-from contrastive.knn import knn_accuracy
+from contrastive.metrics.knn import knn_accuracy
 
 log = logging.getLogger("contrastive")
 

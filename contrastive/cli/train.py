@@ -1,0 +1,151 @@
+"""The ``contrastive-train`` command line (= ``python train.py``).
+
+Usage (any Hydra override or flag; ``contrastive-train --help`` lists the config groups)::
+
+    contrastive-train                                  # SimCLR on the embedded synthetic data
+    contrastive-train method=simclr dataset=cifar10 backbone=resnet18 trainer.max_epochs=200
+    contrastive-train experiment=simclr_cifar10        # a paper recipe
+    contrastive-train -m method.temperature=0.2,0.5    # a sweep: one run folder per job
+    contrastive-train resume=auto                      # continue the latest run of the same run_name
+    contrastive-train --cfg job                        # print the composed config and exit
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from contrastive.core.errors import ConfigError, ContrastiveError
+from contrastive.core.logs import setup_logging
+
+log = logging.getLogger("contrastive")
+def fail(err: BaseException, code: int) -> None:
+    """One ``error:`` line on stderr, no traceback."""
+    print(f"error: {err}", file=sys.stderr)
+    raise SystemExit(code) from None
+
+
+def _check_job(cfg) -> None:
+    """What a job checks before any data: plugins import, registered names, values."""
+    from contrastive.config.plugins import import_plugins, load_builtin_methods
+    from contrastive.engine.run import validate_config
+
+    import_plugins(cfg.plugins, names=(cfg.method.name, cfg.backbone.name, cfg.dataset.name))
+    load_builtin_methods()
+    validate_config(cfg)
+    output_dir = Path(str(cfg.output_dir))
+    try:  # Hydra creates the run folder below it before the job starts: fail here, in one line
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"output folder '{output_dir}' cannot be written ({err.strerror}); "
+                          "set output_dir=<a writable folder>") from None
+
+
+def _resume_into_its_folder(argv: List[str], overrides: Sequence[str], cfg) -> List[str]:
+    """``resume=...`` of a single run: Hydra's run folder is the checkpoint's run folder."""
+    if any(o.split("=", 1)[0].lstrip("+") == "hydra.run.dir" for o in overrides):
+        return argv
+    from contrastive.engine.run import resolve_resume
+
+    checkpoint = resolve_resume(cfg)
+    if checkpoint is None or checkpoint.parent.name != "checkpoints":
+        return argv
+    return argv + [f"hydra.run.dir={checkpoint.parent.parent.resolve()}"]
+
+
+def train_main(argv: Optional[List[str]] = None) -> Any:
+    """Run ``contrastive-train``. Returns the run's summary dict (a list of them for ``-m``,
+    ``{}`` when Hydra only printed something). Bad input exits with one ``error:`` line."""
+    from contrastive.config.compose import CONFIG_DIR, declared_trainer_keys, with_plugin_search_path
+    from contrastive.cli.hydra_app import is_multirun, only_hydra_output, prevalidate, run_hydra
+    from contrastive.config.overrides import normalise_argv, split_argv
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    setup_logging()
+    try:
+        argv = normalise_argv(argv, declared_trainer_keys())
+        flags, overrides = split_argv(argv)
+        if not any(f in ("-sc", "--shell-completion") for f in flags):
+            argv = flags + with_plugin_search_path(overrides)  # plugin packages' config folders
+            flags, overrides = split_argv(argv)
+        multirun, printing = is_multirun(flags), only_hydra_output(flags)
+        if not printing or any(f in ("--cfg", "-c") for f in flags):
+            first = prevalidate(overrides, multirun, "train", check=None if printing else _check_job)
+            if not multirun and not printing:
+                argv = _resume_into_its_folder(argv, overrides, first)
+    except ContrastiveError as err:
+        fail(err, 2)
+    summaries: List[Dict[str, Any]] = []
+
+    def train_job(cfg) -> Dict[str, Any]:
+        summary = _run_job(cfg)
+        summaries.append(summary)
+        return summary
+
+    run_hydra(train_job, argv, CONFIG_DIR, "train", prog=sys.argv[0] if sys.argv else "contrastive-train")
+    if not summaries:
+        return {}
+    return summaries if multirun else summaries[0]
+
+
+def _run_job(cfg) -> Dict[str, Any]:
+    """One Hydra job: check, build, train, print the summary."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from contrastive.config.compose import finalize_app_config
+
+    hydra_cfg = HydraConfig.get()
+    overrides = [str(o) for o in hydra_cfg.overrides.task]
+    try:
+        cfg = finalize_app_config(cfg, overrides)
+        from contrastive.engine.run import fit, prepare_run
+
+        run = prepare_run(cfg, run_dir=Path(hydra_cfg.runtime.output_dir), overrides=overrides,
+                          own_folder_only=hydra_cfg.mode == RunMode.MULTIRUN)
+    except ContrastiveError as err:
+        _remove_hydra_only_folder(Path(hydra_cfg.runtime.output_dir), Path(str(cfg.output_dir)))
+        fail(err, 2)
+    log.info("run folder: %s", run.run_dir)
+    from contrastive.engine.method import NonFiniteLossError
+
+    try:
+        summary = fit(run)
+    except NonFiniteLossError as err:  # the message names the step and loss terms; no traceback
+        fail(err, 3)
+    print_summary(summary)
+    return summary
+
+
+def _remove_hydra_only_folder(run_dir: Path, output_dir: Path) -> None:
+    """A job stopped by bad input leaves nothing behind: remove the run folder Hydra made
+    (when it holds only Hydra's ``.hydra/`` record) and the parents it left empty."""
+    import shutil
+
+    if not run_dir.is_dir() or any(p.name != ".hydra" for p in run_dir.iterdir()):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    parent, stop = run_dir.parent, output_dir.resolve()
+    while parent.resolve() != stop and stop in parent.resolve().parents and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
+def print_summary(summary: Dict[str, Any]) -> None:
+    lines = [f"run folder:         {summary['run_dir']}"]
+    if summary.get("knn_top1_random_init") is not None:
+        lines.append(f"kNN top-1 (random init): {summary['knn_top1_random_init']:6.2f}%")
+    if summary.get("knn_top1") is not None:
+        lines.append(f"kNN top-1 (trained):     {summary['knn_top1']:6.2f}%   after {summary['epochs']} epochs, "
+                     f"{summary['train_seconds']} s")
+    lines.append(f"last checkpoint:    {summary['last_checkpoint']}")
+    if summary.get("curves_png"):
+        lines.append(f"training curves:    {summary['curves_png']}")
+    print("\n" + "\n".join(lines))
+
+
+def train_console() -> None:
+    """The ``contrastive-train`` console script (exit status 0; errors exit 2 or 3)."""
+    train_main()

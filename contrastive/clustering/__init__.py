@@ -1,0 +1,1 @@
+"""k-means on features (faiss), as SPCL's per-epoch prototypes use it."""

@@ -1,0 +1,1 @@
+"""Reading image files: folders of classes, decoding, and the decoded-image cache."""

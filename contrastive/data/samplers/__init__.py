@@ -1,0 +1,1 @@
+"""Batch samplers beyond uniform random batches (SPCL's prototype sampler)."""

@@ -1,0 +1,264 @@
+"""The base class of every method: the shared 90% so a method file holds only its idea.
+
+A method subclasses :class:`Method`, registers itself with ``@METHODS.register``,
+and implements :meth:`Method.training_losses`. The base class builds the backbone
+and the on-device augmentation, turns uint8 batches into views, builds the
+optimizer and schedule from the config, guards against non-finite losses, runs the
+kNN monitor and stores the resolved config in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Sequence, Tuple
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from contrastive.augment.pipelines import EvalTransform, build_augment
+from contrastive.backbones.factory import create_backbone
+from contrastive.core.errors import ConfigError
+from contrastive.core.hardware import resolve_channels_last, resolve_eval_amp
+from contrastive.metrics.knn import knn_accuracy
+from contrastive.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, format_terms  # noqa: F401 (NonFiniteLossError: public here)
+from contrastive.engine.optim import build_optimizer, build_scheduler, scaled_lr
+
+log = logging.getLogger(__name__)
+
+Batch = Tuple[Any, torch.Tensor, torch.Tensor]  # (images or views, labels [B], sample indices [B])
+
+
+@dataclass
+class DataInfo:
+    """What a method needs to know about its dataset (saved in checkpoints)."""
+
+    num_classes: int
+    image_size: int
+    mean: Tuple[float, float, float]
+    std: Tuple[float, float, float]
+    num_train: int
+    train_fully_labeled: bool = True
+
+
+class Method(pl.LightningModule):
+    """Base class of all methods.
+
+    Args:
+        cfg: The full resolved run config (``method``, ``backbone``, ``augment``,
+            ``optimizer``, ``scheduler``, ``knn``, ``batch_size``...).
+        data: Facts about the dataset.
+    """
+
+    #: Whether the method needs labels to train (ImCLR) - checked before training.
+    supervised: bool = False
+
+    def __init__(self, cfg: DictConfig, data: DataInfo) -> None:
+        super().__init__()
+        self.cfg, self.data = cfg, data
+        self.backbone = create_backbone(
+            cfg.backbone.name, data.image_size, small_stem=cfg.backbone.small_stem, **dict(cfg.backbone.get("kwargs") or {})
+        )
+        self.augment = build_augment(OmegaConf.to_container(cfg.augment), data.image_size, data.mean, data.std)
+        self.eval_transform = EvalTransform(data.image_size, data.mean, data.std)
+        # auto: where measured faster (contrastive/core/hardware.py); inputs only, the weights keep their layout
+        self.channels_last = resolve_channels_last(cfg.trainer.get("channels_last", False), cfg.trainer.get("accelerator", "auto"))
+        self._nonfinite = NonFiniteGuard()  # on_nonfinite=error: checked at logging intervals, not every step
+        self._knn_outputs: Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    # ---------------------------------------------------------------- hooks for methods
+    @classmethod
+    def validate_config(cls, cfg: DictConfig, data: DataInfo) -> None:
+        """Raise :class:`ConfigError` for impossible method settings (override and call super)."""
+
+    def training_losses(self, views: List[torch.Tensor], labels: torch.Tensor, indices: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Return a dict of named loss terms, the total under ``"loss"``."""
+        raise NotImplementedError
+
+    def make_views(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[Any, torch.Tensor]:
+        """uint8 ``[B,3,H,W]`` -> training input. Default: ``method.num_views`` strong views.
+        Streamed batches (``dataset.storage=stream``) are ``[B, V, 3, S, S]`` crops: only the
+        photometric part of the augmentation is left to do here."""
+        if images.ndim == 5:
+            from contrastive.augment.photometric import stream_views
+
+            return [self._to_memory_format(v) for v in stream_views(self.augment, images)], labels
+        views = [self._to_memory_format(self.augment(images)) for _ in range(int(self.cfg.method.get("num_views", 2)))]
+        return views, labels
+
+    def stream_views(self) -> int:
+        """Crops per image a streamed training batch carries (``[B, V, 3, S, S]``)."""
+        return int(self.cfg.method.get("num_views", 2))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Representation of normalised float images ``[B,3,H,W]`` -> ``[B, D]``, used by the
+        kNN monitor and ``linear_eval.py``. Methods with another test-time input override it."""
+        return self.backbone(images)
+
+    def input_size(self) -> Tuple[int, int]:
+        """(height, width) of what the backbone sees in training (checked before training)."""
+        return self.data.image_size, self.data.image_size
+
+    def batch_sampler_factory(self) -> Any:
+        """``None`` for shuffled batches, or ``(num_samples, batch_size, seed, rank, world) -> sampler``."""
+        return None
+
+    def trainable_modules(self) -> Sequence[torch.nn.Module]:
+        """Modules the optimizer updates."""
+        return [self]
+
+    def configure_model(self) -> None:
+        """``trainer.compile=true``: compile the backbone in place (state-dict keys unchanged)."""
+        if self.cfg.trainer.get("compile", False) and not getattr(self, "_compiled", False):
+            self.backbone.compile(backend=str(self.cfg.trainer.get("compile_backend", "inductor")))
+            self._compiled = True
+
+    # ---------------------------------------------------------------- data
+    def _to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        images, labels, indices = batch
+        if self.trainer is not None and self.trainer.training:
+            views, labels = self.make_views(images, labels)
+            return views, labels, indices
+        return self._to_memory_format(self.eval_transform(images)), labels, indices
+
+    # ---------------------------------------------------------------- training
+    def on_train_epoch_start(self) -> None:
+        """Re-seed the augmentation RNG from (seed, epoch, rank): the random views of an
+        epoch do not depend on whether the run was interrupted and resumed before it.
+        Methods overriding this hook call ``super().on_train_epoch_start()`` first."""
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        torch.manual_seed((int(self.cfg.seed) * 1_000_003 + self.current_epoch * 1009 + rank) % (2**63))
+
+    def on_before_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """Re-seed the RNG before every training batch from (seed, step, rank): the views of
+        a batch do not depend on earlier batches, so a run resumed mid-epoch (from a SIGTERM
+        checkpoint) continues exactly. Overrides call ``super().on_before_batch_transfer``."""
+        trainer = self._trainer
+        if trainer is not None and trainer.training:
+            rank = trainer.global_rank
+            torch.manual_seed((int(self.cfg.seed) * 1_000_003 + (self.global_step + 1) * 7919 + rank * 104_729) % (2**63))
+        return batch
+
+    def _loss_is_finite(self, loss: torch.Tensor) -> bool:
+        """Finite on every process (under DDP all processes then raise or skip together)."""
+        finite = bool(torch.isfinite(loss.detach()).all())
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            finite = bool(trainer.strategy.reduce_boolean_decision(finite, all=True))
+        return finite
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        views, labels, indices = batch
+        losses = self.training_losses(views, labels, indices)
+        loss = losses["loss"]
+        policy = self.cfg.trainer.on_nonfinite
+        if policy == "skip" and not self._loss_is_finite(loss):  # must know before the optimizer step: syncs
+            log.warning("step %d: non-finite loss (%s); step skipped", self.global_step, format_terms(losses))
+            self.log("skipped_steps", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
+            return None
+        if policy == "error":  # no sync here: checked at the logging interval (contrastive/engine/nonfinite.py)
+            self._nonfinite.record(self.current_epoch, self.global_step, losses)
+            every = int(self._trainer.log_every_n_steps) if self._trainer is not None else 1
+            if self._nonfinite.due(self.global_step, every):
+                self._nonfinite.check(self._trainer)
+        batch_size = len(indices)
+        for name, value in losses.items():
+            key = "train_loss" if name == "loss" else f"train/{name}"
+            self.log(key, value.detach(), prog_bar=name == "loss", on_step=True, on_epoch=True, batch_size=batch_size, sync_dist=False)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        global_batch = int(self.cfg.batch_size) * world
+        lr = scaled_lr(float(self.cfg.optimizer.lr), global_batch, str(self.cfg.optimizer.lr_scaling))
+        log.info(
+            "learning rate %.4g (base %.4g, %s scaling, global batch %d)",
+            lr, self.cfg.optimizer.lr, self.cfg.optimizer.lr_scaling, global_batch,
+        )
+        optimizer = build_optimizer(self.cfg.optimizer, self.trainable_modules(), lr)
+        # Lightning's estimate honours max_epochs, max_steps, limit_train_batches and
+        # accumulate_grad_batches: the schedule spans the optimizer steps the run will take.
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        batches = self.trainer.num_training_batches  # set by the estimate above
+        if batches == float("inf"):
+            steps_per_epoch = total_steps
+        else:
+            steps_per_epoch = max(1, -(-int(batches) // int(self.trainer.accumulate_grad_batches)))
+        schedule = build_scheduler(self.cfg.scheduler, optimizer, steps_per_epoch, total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    # ---------------------------------------------------------------- kNN monitor
+    def on_train_epoch_end(self) -> None:
+        """Runs before the epoch's checkpoints (Lightning calls checkpoint callbacks after the module)."""
+        self._nonfinite.check(self._trainer)
+
+    def on_validation_epoch_start(self) -> None:
+        self._nonfinite.check(self._trainer)  # the kNN monitor at an epoch's end runs before on_train_epoch_end
+        self._knn_outputs = {0: [], 1: []}
+
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, labels, indices = batch
+        features = self.embed(images).float()  # [B, D]
+        self._knn_outputs[dataloader_idx].append((features, labels, indices))
+
+    def gathered_features(self, dataloader_idx: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Features and labels of one eval split from all processes, in dataset order."""
+        parts = self._knn_outputs.get(dataloader_idx) or []
+        features = torch.cat([p[0] for p in parts])
+        labels = torch.cat([p[1] for p in parts])
+        indices = torch.cat([p[2] for p in parts]).to(features.device)
+        if self.trainer is not None and self.trainer.world_size > 1:
+            features, labels, indices = _gather_padded(self, features, labels, indices)
+        order = indices.argsort()
+        return features[order], labels[order].to(features.device)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._knn_outputs.get(1):
+            return
+        bank, bank_labels = self.gathered_features(0)
+        queries, query_labels = self.gathered_features(1)
+        labeled = bank_labels >= 0
+        top1, top5 = knn_accuracy(
+            bank[labeled], bank_labels[labeled], queries, query_labels, self.data.num_classes,
+            k=min(int(self.cfg.knn.k), int(labeled.sum())), temperature=float(self.cfg.knn.temperature),
+            amp=resolve_eval_amp("auto", bank.device),
+        )
+        self.log_dict({"knn_top1": top1, "knn_top5": top5}, prog_bar=True, rank_zero_only=False, sync_dist=False)
+        self._knn_outputs = {}
+
+    # ---------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        self._nonfinite.check(self._trainer)  # never save weights a non-finite step has touched
+        # Plain containers only, so the file loads with torch.load(weights_only=True).
+        checkpoint["contrastive"] = {
+            "method": str(self.cfg.method.name),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "data": {**asdict(self.data), "mean": list(self.data.mean), "std": list(self.data.std)},
+            "feature_dim": int(self.backbone.feature_dim),
+        }
+
+
+def _gather_padded(module: pl.LightningModule, features, labels, indices):
+    """all_gather of per-rank tensors of unequal length (pads with index -1, then drops)."""
+    n = torch.tensor([features.shape[0]], device=features.device)
+    sizes = module.all_gather(n).flatten()
+    longest = int(sizes.max())
+    pad = longest - features.shape[0]
+    if pad:
+        features = torch.cat([features, features.new_zeros(pad, features.shape[1])])
+        labels = torch.cat([labels, labels.new_full((pad,), -1)])
+        indices = torch.cat([indices, indices.new_full((pad,), -1)])
+    gathered = [module.all_gather(t) for t in (features, labels, indices)]  # [W, L, ...]
+    features, labels, indices = (g.flatten(0, 1) for g in gathered)
+    keep = indices >= 0
+    return features[keep], labels[keep], indices[keep]
+
+
+def check_batch_size(cfg: DictConfig, minimum: int, why: str) -> None:
+    """Shared validation: per-process batch size must be at least ``minimum``."""
+    if int(cfg.batch_size) < minimum:
+        raise ConfigError(f"batch_size={cfg.batch_size} is too small: {why} needs at least {minimum}")

@@ -1,0 +1,96 @@
+"""Contrastive losses over pairs of views, as pure functions of tensors (no modules, no state):
+the view similarities and SimCLR's Table 2 losses (NT-Xent, NT-Logistic, margin triplet).
+
+Methods build their heads themselves and call these; tests check them against
+their formulas on hand-built inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+# ---------------------------------------------------------------------------- SimCLR Table 2 losses
+def view_similarities(z0: Tensor, z1: Tensor, normalize: bool = True, gather: bool = False) -> Tuple[Tensor, Tensor]:
+    """Similarities of every view of a two-view batch to its positive and to its negatives.
+
+    ``u^T v`` of SimCLR (Chen et al. 2020, Table 2), cosine when ``normalize`` (the paper's
+    l2 normalisation; ``normalize=False`` is Table 5's "No l2 norm"). The negatives of a view
+    are the ``2(M - 1)`` other views of the batch (``M``: the global batch under
+    ``gather`` with several processes, as lightly's NT-Xent; the rows stay this process's).
+
+    Args:
+        z0, z1: ``[B, D]`` outputs for the two views (row ``i`` of both: one image).
+
+    Returns:
+        ``(pos [2B], neg [2B, 2M - 2])``; rows ``0..B-1`` are anchors of ``z0``, ``B..2B-1`` of ``z1``.
+    """
+    from lightly.utils import dist
+
+    if normalize:
+        z0, z1 = F.normalize(z0, dim=1), F.normalize(z1, dim=1)
+    b = z0.shape[0]
+    if gather and dist.world_size() > 1:
+        z0_all, z1_all = torch.cat(dist.gather(z0), 0), torch.cat(dist.gather(z1), 0)  # [M, D]
+        diag = dist.eye_rank(b, device=z0.device)  # [B, M] True at each row's own image
+    else:
+        z0_all, z1_all = z0, z1
+        diag = torch.eye(b, dtype=torch.bool, device=z0.device)
+    s00, s01 = z0 @ z0_all.T, z0 @ z1_all.T  # [B, M]
+    s10, s11 = z1 @ z0_all.T, z1 @ z1_all.T  # [B, M]
+    pos = torch.cat([s01[diag], s10[diag]])  # [2B]
+    neg0 = torch.cat([s01[~diag].view(b, -1), s00[~diag].view(b, -1)], 1)  # [B, 2M-2]
+    neg1 = torch.cat([s10[~diag].view(b, -1), s11[~diag].view(b, -1)], 1)  # [B, 2M-2]
+    return pos, torch.cat([neg0, neg1])
+
+
+def _reduce(per_anchor: Tensor, reduction: str) -> Tensor:
+    if reduction == "sum":
+        return per_anchor.sum()
+    if reduction == "mean":
+        return per_anchor.mean()
+    raise ValueError(f"reduction must be sum or mean, got {reduction!r}")
+
+
+def nt_xent(pos: Tensor, neg: Tensor, temperature: float, reduction: str = "mean") -> Tensor:
+    """NT-Xent (SimCLR Table 2): ``-u^T v+/T + log sum_{v in {v+, v-}} exp(u^T v/T)`` per anchor,
+    averaged (``mean``, lightly's) or summed (``sum``, SPCL: "the sum-reduce across all samples")."""
+    logits = torch.cat([pos[:, None], neg], 1) / temperature  # [2B, 2M-1]
+    return _reduce(torch.logsumexp(logits, 1) - pos / temperature, reduction)
+
+
+def _semi_hard(pos: Tensor, neg: Tensor, margin: Optional[float]) -> Tensor:
+    """FaceNet's semi-hard negatives in similarity form: ``u^T v- < u^T v+`` (and, with a
+    margin, ``> u^T v+ - m``). A row without one keeps all its negatives (not stated in
+    the SimCLR paper: our choice, so that every anchor still has negatives)."""
+    mask = neg < pos[:, None]  # [2B, N]
+    if margin is not None:
+        mask &= neg > pos[:, None] - margin
+    return torch.where(mask.any(1, keepdim=True), mask, torch.ones_like(mask))
+
+
+def nt_logistic(pos: Tensor, neg: Tensor, temperature: float, semi_hard: bool = False) -> Tensor:
+    """NT-Logistic (SimCLR Table 2): maximise ``log s(u^T v+/T) + log s(-u^T v-/T)``.
+
+    Loss per anchor: ``-log s(pos/T) - mean_{v-} log s(-neg/T)`` (the mean over the
+    negatives is not stated in the paper: our choice, so the positive term is not outweighed
+    2(M-1) to 1); batch mean. ``semi_hard``: only semi-hard negatives (Table 4's "sh")."""
+    mask = _semi_hard(pos, neg, None) if semi_hard else torch.ones_like(neg, dtype=torch.bool)
+    neg_term = (F.logsigmoid(-neg / temperature) * mask).sum(1) / mask.sum(1)  # [2B]
+    return (-F.logsigmoid(pos / temperature) - neg_term).mean()
+
+
+def margin_triplet(pos: Tensor, neg: Tensor, margin: float, semi_hard: bool = False) -> Tensor:
+    """Margin triplet (SimCLR Table 2): maximise ``-max(u^T v- - u^T v+ + m, 0)``.
+
+    Loss per anchor: ``mean_{v-} max(neg - pos + m, 0)`` (mean over the negatives: our
+    choice, as for NT-Logistic); batch mean. ``semi_hard``: FaceNet's semi-hard negatives
+    ``pos - m < neg < pos`` (Table 4's "sh")."""
+    mask = _semi_hard(pos, neg, margin) if semi_hard else torch.ones_like(neg, dtype=torch.bool)
+    hinge = F.relu(neg - pos[:, None] + margin) * mask  # [2B, N]
+    return (hinge.sum(1) / mask.sum(1)).mean()

@@ -1,0 +1,1 @@
+"""Banks of features kept across steps (SPCL's per-epoch feature bank)."""

@@ -1,0 +1,1 @@
+"""Diagnostics a run monitors: weighted kNN accuracy (``knn``) and representation collapse (``collapse``)."""
