@@ -20,7 +20,8 @@ on the unlabelled images only), with ``w(t) = w_max * exp(-5 (1 - t)^2)``, ``t``
 it over 200k of 500k iterations: lib/hparams.py warmup_steps, train_model.py training_length).
 ``C`` = number of classes (the mean over classes, as Laine & Aila).
 
-With ``method.k >= 2`` the input of both parts is ImCLR's (``contrastive.methods.imclr``): each
+With ``method.k >= 2`` the input of both parts is ImCLR's (:class:`~contrastive.engine.supervised.ClassifierMethod`,
+shared with ``contrastive.methods.imclr``): each
 image concatenated along the height with ``k-1`` partners drawn from the *same part* of the batch
 (labelled with labelled, unlabelled with unlabelled), the supervised target the mean of the
 one-hots; the two passes of the consistency term share the partners and differ in augmentation.
@@ -39,14 +40,16 @@ from __future__ import annotations
 from typing import Dict, Iterator, List, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from contrastive.data.base import class_balanced_subset
+from contrastive.augment.concat import CONTROLS, concat_height
 from contrastive.core.errors import ConfigError
-from contrastive.engine.method import DataInfo, Method
-from contrastive.methods.imclr import CONTROLS, ImCLR, concat_height
-from contrastive.losses.classification import one_hot, soft_target_cross_entropy
 from contrastive.core.registry import METHODS
+from contrastive.data.base import class_balanced_subset
+from contrastive.data.batch import ViewBatch
+from contrastive.engine.method import DataInfo
+from contrastive.engine.supervised import ClassifierMethod
+from contrastive.losses.classification import one_hot, soft_target_cross_entropy
 
 
 def consistency_loss(p1_logits: Tensor, p2_logits: Tensor) -> Tensor:
@@ -98,22 +101,18 @@ class LabeledUnlabeledBatches:
 
 
 @METHODS.register("pimodel")
-class PiModel(Method):
-    """Π-model: supervised CE on the labelled part + ramped consistency of two passes on the unlabelled part."""
+class PiModel(ClassifierMethod):
+    """Π-model: supervised CE on the labelled part + ramped consistency of two passes on the unlabelled part.
+
+    The classifier, ImCLR's input (``method.k``), the test-time input and the validation accuracy
+    are :class:`~contrastive.engine.supervised.ClassifierMethod`'s (``tta`` is always ``none``)."""
 
     def __init__(self, cfg, data: DataInfo) -> None:
         super().__init__(cfg, data)
         m = cfg.method
-        self.k, self.control, self.tta = int(m.k), str(m.control), "none"
-        self.num_classes = int(data.num_classes)
         self.w_max, self.rampup_steps = float(m.consistency), int(m.rampup_steps)
-        if hasattr(self.backbone, "configure_input"):  # a flatten head: sized for the k*S x S input
-            self.backbone.configure_input(*self.input_size())
-        self.classifier = nn.Linear(self.backbone.feature_dim, self.num_classes)
         # True = this training image's label is used; filled in setup() when method.num_labels > 0.
         self.register_buffer("labeled_mask", torch.ones(max(1, int(data.num_train)), dtype=torch.bool))
-        self._val_counts: Tensor | None = None
-        self.val_metrics: Dict[str, float] = {}
 
     @classmethod
     def validate_config(cls, cfg, data: DataInfo) -> None:
@@ -131,14 +130,10 @@ class PiModel(Method):
         if data.num_classes < 2:
             raise ConfigError(f"the Π-model needs a labelled dataset with at least 2 classes, got {data.num_classes}")
 
-    input_size = ImCLR.input_size
-    draw_indices = ImCLR.draw_indices
-    test_input = ImCLR.test_input
-
     def setup(self, stage: str) -> None:
         """Choose the labelled subset (class-balanced, seed-fixed) from the training labels."""
         n = int(self.cfg.method.num_labels)
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dm = self._trainer.datamodule if self._trainer is not None else None
         if dm is None:
             return
         labels = dm.splits.train.labels.cpu()  # [N], -1 = unlabelled
@@ -156,40 +151,30 @@ class PiModel(Method):
         return lambda n, bs, seed, rank, world: LabeledUnlabeledBatches(self.labeled_mask.cpu(), labeled, bs, seed, rank, world)
 
     # ---------------------------------------------------------------- training
-    def stream_views(self) -> int:
+    def crops_per_image(self) -> int:
         """Streamed batches carry ``2k`` crops per image: slot ``j`` of pass ``p`` takes crop ``j + p k``."""
         return 2 * self.k
 
-    def _imclr_input(self, images: Tensor, idx: Tensor, pass_: int = 0) -> Tensor:
-        """uint8 ``[B, 3, H, W]`` (or streamed ``[B, 2k, 3, S, S]``) and slot-major indices ``[k*B]``
-        -> normalised ``[B, 3, k*S, S]``; ``pass_`` picks the streamed crops of that pass."""
+    def stacked_input(self, batch: ViewBatch, idx: Tensor, pass_: int = 0) -> Tensor:
+        """Slot-major rows ``idx`` ``[k*n]`` of the batch -> normalised ``[n, 3, k*S, S]``; ``pass_``
+        picks the streamed crops of that pass (``pass_ * k + slot``)."""
         if idx.numel() == 0:  # no image of this part in the batch
             h, w = self.input_size()
-            return images.new_zeros((0, 3, h, w), dtype=torch.float32)
-        picked = images.index_select(0, idx)  # uint8 [kB, 3, H, W] or [kB, 2k, 3, S, S]
-        if picked.ndim == 5:  # dataset.storage=stream: crops made per image in the workers
-            from contrastive.augment.photometric import photometric
-
-            rows = torch.arange(picked.shape[0], device=picked.device)  # [kB]
-            crops = picked[rows, rows // (picked.shape[0] // self.k) + pass_ * self.k]  # uint8 [kB, 3, S, S]
-            x = photometric(self.augment, crops)  # [kB, 3, S, S]
-        else:
-            x = self.augment(picked)  # [kB, 3, S, S]
+            return batch.images.new_zeros((0, 3, h, w), dtype=torch.float32)
+        x = self.slot_images(batch, idx, first_crop=pass_ * self.k)  # [kn, 3, S, S]
         return self._to_memory_format(concat_height(x, self.k))
 
-    def make_views(self, images: Tensor, labels: Tensor) -> Tuple[Tuple[Tensor, ...], Tensor]:
+    def training_views(self, batch: ViewBatch) -> Tuple[Tuple[Tensor, ...], Tensor]:
         """Returns ``(labelled input, its soft targets, unlabelled input pass 1, pass 2)`` and the
         labels; the parts are split by ``labels >= 0`` (``training_losses`` re-checks the mask)."""
+        labels = batch.labels
         lab = torch.nonzero(labels >= 0).flatten()  # [Bl]
         unl = torch.nonzero(labels < 0).flatten()  # [Bu]
-        parts = []
-        for part in (lab, unl):
-            idx = part[self.draw_indices(len(part), images.device)].reshape(-1) if len(part) else part  # [k*Bp]
-            parts.append(idx)
-        x_lab = self._imclr_input(images, parts[0])  # [Bl, 3, kS, S]
-        targets = one_hot(labels.index_select(0, parts[0]).clamp(min=0), self.num_classes)  # [k*Bl, C]
+        idx_lab, idx_unl = (self.slot_indices(part) if len(part) else part for part in (lab, unl))  # [k*Bp] each
+        x_lab = self.stacked_input(batch, idx_lab)  # [Bl, 3, kS, S]
+        targets = one_hot(labels.index_select(0, idx_lab).clamp(min=0), self.num_classes)  # [k*Bl, C]
         targets = targets.view(self.k, len(lab), self.num_classes).mean(0)  # [Bl, C]
-        x_u1, x_u2 = self._imclr_input(images, parts[1], 0), self._imclr_input(images, parts[1], 1)  # [Bu, 3, kS, S] x 2
+        x_u1, x_u2 = self.stacked_input(batch, idx_unl, 0), self.stacked_input(batch, idx_unl, 1)  # [Bu, 3, kS, S] x 2
         return (x_lab, targets, x_u1, x_u2), labels
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -207,35 +192,3 @@ class PiModel(Method):
         w = self.w_max * rampup(int(self.global_step), self.rampup_steps)
         return {"loss": sup + w * cons, "supervised": sup.detach(), "consistency": cons.detach(),
                 "weight": torch.tensor(w), "labeled": torch.tensor(float(n_lab))}
-
-    # ---------------------------------------------------------------- test time
-    def embed(self, images: Tensor) -> Tensor:
-        """Features ``[B, D]`` of the self-concatenated test input (kNN monitor, linear_eval.py)."""
-        return self.backbone(self.test_input(images))
-
-    def predict(self, images: Tensor) -> Tensor:
-        """Class logits ``[B, C]`` of normalised ``[B, 3, S, S]`` images."""
-        return self.classifier(self.embed(images))
-
-    def on_validation_epoch_start(self) -> None:
-        super().on_validation_epoch_start()
-        self._val_counts = torch.zeros(2, device=self.device)  # (correct, total)
-
-    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        super().validation_step(batch, batch_idx, dataloader_idx)  # kNN features
-        if dataloader_idx == 1:  # the val split: classifier accuracy, as ImCLR logs it
-            images, labels, _ = batch
-            correct = (self.predict(images).argmax(dim=1) == labels).sum().float()
-            self._val_counts += torch.stack([correct, correct.new_tensor(float(labels.numel()))])
-
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        counts, self._val_counts = getattr(self, "_val_counts", None), None
-        if counts is None:
-            return
-        if self.trainer is not None and self.trainer.world_size > 1:
-            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
-        if counts[1] > 0:
-            top1 = 100.0 * counts[0] / counts[1]
-            self.val_metrics = {"val_top1": float(top1), "val_error": float(100.0 - top1)}
-            self.log_dict({"val_top1": top1, "val_error": 100.0 - top1}, prog_bar=True, rank_zero_only=False, sync_dist=False)

@@ -30,7 +30,7 @@ the loss can be met by the projector/predictor undoing the perturbation while th
 gets no signal to map different augmentations of an image together (the invariance the
 kNN/linear evaluation rewards); ``history`` with one view still compares different
 augmentations, but only across epochs. ``num_views=1`` halves the encoder cost per step
-and is kept for the ablation (``benchmarks/RESULTS_simclic.md`` has the measured effect).
+and is kept for the ablation (``benchmarks/reproduce/simclic/RESULTS.md`` has the measured effect).
 
 Ablation switches of the paper's tables: ``predictor`` (none | linear | mlp2 |
 fixed_random: Table 4's "Fixed random init", the mlp2 predictor frozen at its initialisation),
@@ -122,6 +122,10 @@ class SimCLIC(Method):
             self.criterion = lambda p, t: tempered_cross_entropy(p, t, temperature)
         # The history bank is a buffer: checkpointed with the weights, so a resumed run is exact.
         self.bank = FeatureBank(data.num_train, feature_dim, float(m.history_momentum)) if self.perturbation == "history" else None
+
+    def crops_per_image(self) -> int:
+        """``method.num_views`` augmented views (and streamed crops) per image: 1 or 2."""
+        return int(self.cfg.method.num_views)
 
     @classmethod
     def validate_config(cls, cfg, data: DataInfo) -> None:

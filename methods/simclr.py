@@ -45,19 +45,13 @@ LOSSES = ("nt_xent", "nt_logistic", "margin_triplet")
 
 
 def projection_head(input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> nn.Module:
-    """SimCLR's projection ``g``: 0 layers = identity (output ``input_dim``), 1 = linear, >= 2 = MLP.
-
-    Returns a module with ``output_dim`` set to the width of its output."""
+    """SimCLR's projection ``g``: 0 layers = identity (output ``input_dim``), 1 = linear, >= 2 = MLP
+    (``[B, input_dim]`` -> ``[B, output_dim]``)."""
     if num_layers == 0:
-        head: nn.Module = nn.Identity()
-        head.output_dim = input_dim
-        return head
+        return nn.Identity()
     if num_layers == 1:
-        head = nn.Linear(input_dim, output_dim)
-    else:
-        head = SimCLRProjectionHead(input_dim, hidden_dim, output_dim, num_layers)
-    head.output_dim = output_dim
-    return head
+        return nn.Linear(input_dim, output_dim)
+    return SimCLRProjectionHead(input_dim, hidden_dim, output_dim, num_layers)
 
 
 @METHODS.register("simclr")

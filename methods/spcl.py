@@ -56,14 +56,14 @@ from lightly.models.modules import SimCLRProjectionHead
 from omegaconf import ListConfig
 from torch import nn
 
-from contrastive.data.base import shard_indices
 from contrastive.data.samplers.prototype import PrototypeBatchSampler
 from contrastive.core.errors import ConfigError
 from contrastive.clustering.kmeans import align_labels, cluster_stats, kmeans
 from contrastive.clustering.prototype_pairs import prototype_pairs
 from contrastive.metrics.pair_similarity import tp_fn_similarity
 from contrastive.losses.classification import symmetric_cross_entropy
-from contrastive.engine.method import DataInfo, Method, _gather_padded, check_batch_size
+from contrastive.engine.embedding import embed_split
+from contrastive.engine.method import DataInfo, Method, check_batch_size
 from contrastive.core.registry import METHODS
 
 log = logging.getLogger(__name__)
@@ -211,30 +211,13 @@ class SPCL(Method):
             payload = self.trainer.strategy.broadcast(payload, src=0)
         return payload
 
-    @torch.no_grad()
     def train_features(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised embeddings of uint8 ``images [N,3,H,W]`` in ``method.cluster.space``
-        (this rank embeds its shard; all ranks get all ``[N, D]`` in dataset order)."""
-        rank, world = self.trainer.global_rank, self.trainer.world_size
-        shard = shard_indices(len(images), rank, world)
+        """L2-normalised embeddings ``[N, D]`` of uint8 ``images [N,3,H,W]`` in ``method.cluster.space``
+        (``method.cluster.view``: the eval transform or a SimCLR view), in dataset order on every rank."""
         c = self.cfg.method.cluster
         transform = self.eval_transform if c.view == "eval" else self.augment
-        embed = self.project if c.space == "projection" else self.backbone
-        was_training, parts = self.training, []
-        self.eval()  # BatchNorm uses (and does not update) its running statistics
-        try:
-            with self.trainer.precision_plugin.forward_context():
-                for chunk in shard.split(int(c.batch_size)):
-                    x = self._to_memory_format(transform(images[chunk.to(images.device)].to(self.device, non_blocking=True)))
-                    parts.append(F.normalize(embed(x).float(), dim=1))  # [b, D]
-        finally:
-            self.train(was_training)
-        features = torch.cat(parts)  # [N_rank, D]
-        if world > 1:
-            index = shard.to(self.device)
-            features, _, index = _gather_padded(self, features, index, index)
-            features = features[index.argsort()]  # [N, D]
-        return features
+        return embed_split(self, images, transform, self.project if c.space == "projection" else self.backbone,
+                           int(c.batch_size))
 
     # ------------------------------------------------------------------ losses
     def project(self, images: torch.Tensor) -> torch.Tensor:

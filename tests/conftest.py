@@ -8,7 +8,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # train.py / linear_eval.py are scripts at the repo root
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Under pytest-xdist (the suite's default, see pyproject.toml) each of the workers gets its share
+# of the cores; alone, a test process takes up to two.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 # Tests compare numbers exactly (resume, DDP vs one process): CPUs with native bf16 would
 # otherwise train them in bf16 under precision=auto (contrastive/core/hardware.py).
 os.environ.setdefault("CONTRASTIVE_CPU_BF16", "0")
@@ -42,3 +45,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+#: Files that take longest: collected first, so the two processes finish together instead of one
+#: starting the wheel build when the other is done (pytest-xdist hands out files in this order).
+LONGEST_FIRST = ("test_packaging.py", "test_speed_defaults.py", "test_reliability.py", "test_stream.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

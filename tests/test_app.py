@@ -16,6 +16,7 @@ from tests.conftest import FAST, ROOT
 SMALL = FAST + ["trainer.max_epochs=1", "knn.random_init_baseline=false"]
 
 
+@pytest.mark.slow
 def test_multirun_sweep_makes_a_run_folder_per_job_and_results_tells_them_apart(tmp_path, capsys):
     summaries = train.main(["-m", "method.temperature=0.2,0.5", *SMALL, f"output_dir={tmp_path}",
                             f"hydra.sweep.dir={tmp_path}/sweep"])
@@ -41,6 +42,7 @@ def test_multirun_sweep_makes_a_run_folder_per_job_and_results_tells_them_apart(
     assert "method.temperature" in (tmp_path / "runs.md").read_text()
 
 
+@pytest.mark.slow
 def test_hydra_run_dir_is_the_run_folder_and_hydra_interpolations_resolve(tmp_path):
     summary = train.main([*SMALL, f"output_dir={tmp_path}", f"hydra.run.dir={tmp_path}/here",
                           "run_name=${hydra:job.name}-x"])
@@ -49,6 +51,7 @@ def test_hydra_run_dir_is_the_run_folder_and_hydra_interpolations_resolve(tmp_pa
     assert yaml.safe_load((tmp_path / "here" / "config.yaml").read_text())["run_name"] == "train-x"
 
 
+@pytest.mark.slow
 def test_any_trainer_argument_reaches_the_trainer_and_max_steps_sizes_the_schedule(tmp_path, monkeypatch):
     from contrastive.engine import run as engine
 
@@ -123,6 +126,7 @@ def test_submitit_launcher_is_hydras_launcher_when_installed(tmp_path):
     assert proc.returncode == 0 and "SlurmLauncher" in proc.stdout, proc.stderr
 
 
+@pytest.mark.slow
 def test_wandb_offline_and_mlflow_local_record_the_hyperparameters(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     pytest.importorskip("mlflow")

@@ -173,9 +173,9 @@ if __name__ == "__main__":  # a report for humans
     print("circles:", circles(graph) or "none")
     print("upward imports:", upward_imports(graph) or "none")
     counts: Dict[str, int] = {}
-    for module in package_modules():
-        package = module.rsplit(".", 1)[0] if not (ROOT / module.replace(".", "/")).is_dir() else module
-        counts[package] = counts.get(package, 0) + 1
+    for module, path in package_modules().items():
+        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        counts[package] = counts.get(package, 0) + (path.name != "__init__.py")  # modules besides __init__
     print("modules per package:", dict(sorted(counts.items())))
     print("modules over", MAX_MODULE_LINES, "lines:", long_modules() or "none")
     print("functions over", MAX_FUNCTION_LINES, "lines:", long_functions() or "none")

@@ -42,8 +42,7 @@ def test_output_shapes_and_sizes(name):
         with torch.no_grad():
             for h, w in shapes:
                 check_input_size(model, h, w)
-                if hasattr(model, "configure_input"):  # a flatten head is sized for its input (ImCLR does this)
-                    model.configure_input(h, w)
+                model.configure_input(h, w)  # a flatten head is sized for its input (ImCLR does this); others: no-op
                 out = model(torch.randn(1, 3, h, w))
                 assert out.shape == (1, model.feature_dim), (name, h, w)
                 assert torch.isfinite(out).all()
@@ -122,3 +121,50 @@ def test_kwargs():
 def test_parameter_counts(name, published):
     n = count_parameters(create_backbone(name, 32))
     assert abs(n - published) / published < 0.03, n
+
+
+def test_every_backbone_is_an_encoder_and_a_fixed_stem_rejects_an_explicit_other_one():
+    from contrastive.backbones.base import Encoder
+
+    for name in BUILTIN:
+        model = create_backbone(name, 32)
+        assert isinstance(model, Encoder) and model.name == name and isinstance(model.small_stem, bool), name
+    resnet = create_backbone("resnet18", 32, small_stem=False)
+    assert isinstance(resnet, __import__("torchvision").models.ResNet)  # torchvision's class: its keys, its forward
+    assert create_backbone("resnet20", 32, small_stem="auto").small_stem is True
+    assert create_backbone("resnet20", 224, small_stem="auto").small_stem is True  # auto: the net's own stem
+    with pytest.raises(ValueError, match=r"^backbone 'resnet20' always has a small 3x3 stride-1 stem: "
+                                         r"backbone.small_stem=False cannot be honoured; use backbone.small_stem=auto or True$"):
+        create_backbone("resnet20", 32, small_stem=False)
+
+
+def test_a_plugin_backbone_must_be_an_encoder_and_the_adapter_keeps_its_keys():
+    from contrastive.backbones.base import ModuleEncoder
+
+    def plain(small_stem=True):
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def adapted(small_stem=True):
+        return ModuleEncoder(plain(), feature_dim=4, small_stem=True)
+
+    BACKBONES.register("plugin_plain")(plain)
+    BACKBONES.register("plugin_adapted")(adapted)
+    try:
+        with pytest.raises(ValueError, match=r"^backbone 'plugin_plain': its factory returned a Sequential, not a "
+                                             r"contrastive.backbones.Encoder; subclass Encoder or return ModuleEncoder"):
+            create_backbone("plugin_plain", 32)
+        encoder = create_backbone("plugin_adapted", 32)
+        bare = plain()
+        assert list(encoder.state_dict()) == list(bare.state_dict()) == [
+            "0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked"]
+        bare.load_state_dict(encoder.state_dict(), strict=True)  # exported weights load into the bare module ...
+        encoder.load_state_dict(bare.state_dict(), strict=True)  # ... and back
+        holder = nn.Module()
+        holder.backbone = encoder  # as in a Method: nested keys keep the module's names too
+        assert "backbone.0.weight" in holder.state_dict()
+        holder.load_state_dict(holder.state_dict(), strict=True)
+        x = torch.randn(2, 3, 8, 8)
+        assert torch.equal(encoder.eval()(x), bare.eval()(x)) and encoder(x).shape == (2, encoder.feature_dim)
+    finally:
+        BACKBONES.unregister("plugin_plain")
+        BACKBONES.unregister("plugin_adapted")

@@ -21,6 +21,7 @@ def _simclr(compile_flag: bool):
 
 
 @pytest.mark.skipif(not hasattr(torch, "compile"), reason="torch.compile unavailable")
+@pytest.mark.slow
 def test_compiled_and_eager_losses_match():
     eager, compiled = _simclr(False), _simclr(True)
     assert getattr(compiled, "_compiled", False) and not getattr(eager, "_compiled", False)

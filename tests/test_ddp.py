@@ -18,6 +18,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+pytestmark = pytest.mark.slow  # two processes per session: seconds before the first test
+
 WORLD = 2
 LOCAL_BATCH = 8  # per process; the global batch is 16
 COMMON = [

@@ -12,7 +12,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import train
+from contrastive.augment.concat import draw_slot_indices
 from contrastive.augment.pipelines import SupervisedAugment
+from contrastive.backbones.base import ModuleEncoder
 from contrastive.engine.checkpoint import load_checkpoint
 from contrastive.config.compose import load_config
 from contrastive.config.plugins import load_builtin_methods
@@ -97,7 +99,7 @@ def test_concatenation_shape_order_and_targets(k):
 def test_partners_are_drawn_with_replacement_from_the_rest_of_the_batch():
     model = _model("method.k=3")
     torch.manual_seed(0)
-    draws = torch.stack([model.draw_indices(4) for _ in range(300)])  # [300, 3, 4]
+    draws = torch.stack([draw_slot_indices(4, model.k, model.control) for _ in range(300)])  # [300, 3, 4]
     assert (draws[:, 0] == torch.arange(4)).all()
     partners = draws[:, 1:]  # [300, 2, 4]
     assert (partners != torch.arange(4)).all()  # never the top image itself
@@ -242,8 +244,7 @@ def test_backbone_that_cannot_take_the_concatenated_input_is_an_error():
     @BACKBONES.register("square32_imclr")
     def square32(small_stem=True, **kwargs):  # no global pooling: a flatten + linear sized for 32x32
         net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 32 * 32, 16))
-        net.feature_dim = 16
-        return net
+        return ModuleEncoder(net, feature_dim=16, small_stem=True)  # a plugin's plain module, adapted
 
     try:
         with pytest.raises(ConfigError, match=r"backbone 'square32_imclr' cannot take ImCLR's 64x32 input \(k=2 images of 32x32"):
@@ -256,6 +257,7 @@ def test_backbone_that_cannot_take_the_concatenated_input_is_an_error():
 
 
 @pytest.mark.parametrize("name", PAPER_BACKBONES)
+@pytest.mark.slow
 def test_paper_backbone_builds_at_32_and_64_and_trains_one_imclr_step(name):
     big = _model(f"backbone={name}", data=_data(100, 64))  # builds and probes a 128x64 input
     assert big.input_size() == (128, 64)
@@ -297,6 +299,7 @@ def test_presets_compose_with_the_paper_schedules():
     assert _config("experiment=imclr_wrn16_8_stl10").dataset.use_unlabeled is False
 
 
+@pytest.mark.slow
 def test_end_to_end_logs_test_error_with_label_fraction(tmp_path):
     overrides = [o for o in FAST if not o.startswith("scheduler.")]  # the step schedule has no warm-up
     summary = train.main(overrides + ["method=imclr", f"output_dir={tmp_path}", "trainer.max_epochs=1",

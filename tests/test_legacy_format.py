@@ -66,6 +66,7 @@ def test_a_legacy_checkpoint_evaluates(legacy_checkpoint, tmp_path):
     assert knn["feature_dim"] == 32  # small_cnn width 4: 8 * 4
 
 
+@pytest.mark.slow
 def test_a_legacy_checkpoint_resumes_where_it_stopped(legacy_checkpoint, tmp_path):
     config = torch.load(legacy_checkpoint, weights_only=True)["contrastive"]["config"]
     summary = train.main([

@@ -1,6 +1,7 @@
 """Library use: build_method in a plain pl.Trainer, timm backbones, safetensors export, plugin config folders,
 and a one-epoch run of every method and every preset."""
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -49,6 +50,7 @@ def test_build_method_trains_in_a_plain_lightning_trainer(tmp_path):
         contrastive.build_method("simclr", data={"num_classes": 4})
 
 
+@pytest.mark.slow
 def test_timm_backbone_and_export_load_strictly_into_torchvision_and_timm(tmp_path):
     timm = pytest.importorskip("timm")
     import torchvision
@@ -114,15 +116,40 @@ def _small(choice):
 
 @pytest.mark.parametrize("choice", [f"method={m}" for m in _methods()] +
                          ["experiment=simclr_cifar10", "experiment=spcl_cifar100", "experiment=imclr_rn20_cifar10"])
-def test_one_epoch_trains_for_every_method_and_the_longest_warmup_presets(tmp_path, choice):
-    """``trainer.max_epochs=1`` just works: a 10-epoch warm-up is cut, whatever the recipe says."""
+@pytest.mark.slow
+def test_one_epoch_trains_for_every_method_and_the_longest_warmup_presets(tmp_path, choice, monkeypatch):
+    """``trainer.max_epochs=1`` just works: a 10-epoch warm-up is cut, whatever the recipe says. The
+    step's loss is finite, it moved the backbone's weights, and the checkpoint rebuilds the method
+    from its own config and loads back into it strictly."""
     import train
+    from omegaconf import OmegaConf
 
+    from contrastive.core.registry import METHODS
+    from contrastive.engine.checkpoint import load_checkpoint
+    from contrastive.engine.method import DataInfo, Method
+
+    seen = {"losses": []}
+    monkeypatch.setattr(Method, "on_fit_start", lambda self: seen.__setitem__(
+        "initial", {k: p.detach().clone() for k, p in self.backbone.named_parameters()}), raising=False)
+    monkeypatch.setattr(Method, "on_train_batch_end",
+                        lambda self, outputs, batch, i: seen["losses"].append(float(outputs["loss"])), raising=False)
     extra = FAST[3:4] if choice.startswith("method=") else []  # a narrow small_cnn for the bare methods
     summary = train.main([choice, *ONE_EPOCH, *extra, *_small(choice), f"output_dir={tmp_path}"])
     assert summary["epochs"] == 1 and Path(summary["last_checkpoint"]).is_file()
+    assert len(seen["losses"]) == 1 and all(math.isfinite(v) for v in seen["losses"]), seen["losses"]
+    ckpt = load_checkpoint(summary["last_checkpoint"])
+    meta = ckpt["contrastive"]
+    data = DataInfo(**{**meta["data"], "mean": tuple(meta["data"]["mean"]), "std": tuple(meta["data"]["std"])})
+    method = METHODS.get(meta["method"])(OmegaConf.create(meta["config"]), data)
+    method.load_state_dict(ckpt["state_dict"], strict=True)
+    trained = dict(method.backbone.named_parameters())
+    assert trained.keys() == seen["initial"].keys()
+    unchanged = [k for k, v in seen["initial"].items() if torch.equal(v, trained[k])]
+    assert not unchanged, f"{choice}: one step left {unchanged[:5]} at their initial values"
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_every_preset_composes_validates_and_its_one_epoch_schedule_is_valid():
     """Every preset, as a 1-epoch run: composed, every value checked (the checks train.py runs
     before any data), and its learning-rate schedule over that epoch finite and positive (the

@@ -50,6 +50,7 @@ def _one_error_line(argv, capsys):
     return err[0]
 
 
+@pytest.mark.slow
 def test_no_argument_picks_newest_run_linear_json_and_cache(trained, capsys):
     out, ckpt = trained
     summary = _run([f"output_dir={out}", "eval.mode=linear"])
@@ -70,6 +71,7 @@ def test_no_argument_picks_newest_run_linear_json_and_cache(trained, capsys):
     assert (ckpt.parent / "last.eval" / "tsne-synthetic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_cache_not_reused_when_checkpoint_changes(trained, tmp_path):
     ckpt = tmp_path / "copy.ckpt"
     shutil.copy(trained[1], ckpt)
@@ -178,6 +180,7 @@ def test_export_loads_into_plain_model(trained, tmp_path):
     assert record["feature_dim"] == 64
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_error_line(trained, tmp_path, capsys):
     out, ckpt = trained
     corrupt = tmp_path / "corrupt.ckpt"
@@ -205,6 +208,7 @@ def test_bad_inputs_are_one_error_line(trained, tmp_path, capsys):
 PAPER_SIMCLR = ["optimizer.lr=0.075", "method.temperature=0.5"]
 
 
+@pytest.mark.slow
 def test_end_to_end_trained_checkpoint_beats_random_init(tmp_path):
     """train.py for 5 epochs, then ``eval.mode=all``: the frozen-feature numbers (linear, kNN)
     beat the same encoder at random initialisation on the same data and recipe."""

@@ -1,11 +1,15 @@
 """Every registered method: one optimisation step from a uint8 batch gives a finite loss and a
-gradient on every trainable parameter (no dead head, no detached branch by mistake)."""
+gradient on every trainable parameter (no dead head, no detached branch by mistake), and the
+same training input whether the batch comes from memory or from the streaming workers."""
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from contrastive.config.compose import load_config
 from contrastive.config.plugins import load_builtin_methods
+from contrastive.data.batch import ViewBatch
 from contrastive.engine.method import DataInfo
 from contrastive.core.registry import METHODS
 
@@ -47,3 +51,50 @@ def test_one_step_has_finite_loss_and_a_gradient_everywhere(name):
     assert trainable
     dead = [n for n, p in trainable if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
     assert not dead, f"{name}: no gradient reaches {dead[:5]}"
+
+
+def _layout(x):
+    """Types, shapes and dtypes of a (nested) training input: what a method's loss sees."""
+    if isinstance(x, torch.Tensor):
+        return ("tensor", tuple(x.shape), x.dtype)
+    if isinstance(x, (list, tuple)):
+        return (type(x).__name__, [_layout(v) for v in x])
+    return type(x).__name__
+
+
+@pytest.mark.parametrize("name", sorted(METHODS.names()))
+def test_memory_and_streamed_batches_reach_the_method_in_one_layout(name, monkeypatch):
+    """A method's training_views gets a ViewBatch whatever the storage, and its loss the same
+    layout from full uint8 images [B, 3, H, W] (memory, shards) as from the workers' crops
+    [B, V, 3, S, S] (dataset.storage=stream)."""
+    model = _build(name)
+    received = []
+    original = type(model).training_views
+    monkeypatch.setattr(type(model), "training_views", lambda self, batch: received.append(batch) or original(self, batch))
+    g = torch.Generator().manual_seed(0)
+    full = torch.randint(0, 256, (16, 3, 40, 40), dtype=torch.uint8, generator=g)  # [B, 3, H, W], any H, W
+    crops = torch.randint(0, 256, (16, model.crops_per_image(), 3, 32, 32), dtype=torch.uint8, generator=g)  # [B, V, 3, S, S]
+    labels, indices = torch.arange(16) % 10, torch.arange(16)
+    model._trainer = SimpleNamespace(training=True)  # what Lightning's training loop looks like to the hook
+    try:
+        torch.manual_seed(1)  # ImCLR's partners (its soft targets) are drawn first: the same for both
+        memory = model.on_after_batch_transfer((full, labels, indices), 0)
+        torch.manual_seed(1)
+        streamed = model.on_after_batch_transfer((crops, labels, indices), 0)
+    finally:
+        model._trainer = None
+    assert [type(b) for b in received] == [ViewBatch, ViewBatch] and [b.precropped for b in received] == [False, True]
+    assert _layout(memory) == _layout(streamed)
+    assert torch.equal(memory[1], streamed[1]) and torch.equal(memory[2], streamed[2])
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\] or streamed crops \[B, V, 3, S, S\], got shape \(16, 32, 32\)"):
+        ViewBatch.of(full[:, 0, :32, :32], labels, indices)
+
+
+def test_a_streamed_row_takes_the_crop_it_names():
+    model = _build("imclr")  # supervised augmentation: the photometric part is the normalisation
+    crops = torch.arange(3, dtype=torch.uint8).mul(100).view(1, 3, 1, 1, 1).expand(4, 3, 3, 8, 8).contiguous()
+    batch = ViewBatch.of(crops, torch.zeros(4, dtype=torch.long))
+    x = batch.augmented(model.augment, rows=torch.tensor([3, 0, 1]), crop=torch.tensor([2, 0, 1]))  # [3, 3, 8, 8]
+    pixels = (x * 0.25 + 0.5) * 255  # undo the normalisation (mean 0.5, std 0.25)
+    assert torch.allclose(pixels.mean(dim=(1, 2, 3)), torch.tensor([200.0, 0.0, 100.0]), atol=1e-3)
+    assert torch.allclose(batch.augmented(model.augment, crop=1), x[2:3].expand(4, 3, 8, 8))

@@ -31,6 +31,7 @@ def installed(tmp_path_factory):
     return wheel, site, work, env
 
 
+@pytest.mark.slow
 def test_wheel_holds_the_configs_and_methods_under_the_package_only(installed):
     wheel = installed[0]
     names = zipfile.ZipFile(wheel).namelist()
@@ -43,6 +44,7 @@ def test_wheel_holds_the_configs_and_methods_under_the_package_only(installed):
     assert "contrastive-train = contrastive.cli.train:train_console" in text and "contrastive-eval" in text
 
 
+@pytest.mark.slow
 def test_installed_console_scripts_train_and_evaluate_outside_the_repository(installed):
     _, site, work, env = installed
     where = subprocess.run([sys.executable, "-c", "import contrastive, contrastive.methods; print(contrastive.__file__)"],

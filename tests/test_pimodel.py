@@ -102,7 +102,7 @@ def test_streamed_batches_give_each_pass_and_slot_its_own_crop():
     """dataset.storage=stream / dataset=shards: a batch is [B, 2k, 3, S, S] crops; slot j of pass p
     takes crop j + p k (so the two passes of the consistency term see different crops)."""
     model = _model("method.k=2")  # supervised augmentation: the photometric part is the normalisation
-    assert model.stream_views() == 4
+    assert model.crops_per_image() == 4
     crops = torch.arange(4, dtype=torch.uint8).mul(60).view(1, 4, 1, 1, 1).expand(8, 4, 3, 16, 16).contiguous()
     labels = torch.tensor([0, 1, 2, 3, -1, -1, -1, -1])
     (x_lab, _, x_u1, x_u2), _ = model.make_views(crops, labels)  # [B, 3, 32, 16] each

@@ -87,6 +87,7 @@ def test_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_saves_and_resume_is_exact(straight, tmp_path, monkeypatch):
     # SIGTERM arrives during the 3rd batch of epoch 1 (global step 12 of 20).
     def sigterm_at_step_12(self, outputs, batch, batch_idx):
@@ -118,6 +119,7 @@ BEACON = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_auto_matches_uninterrupted_run(straight, tmp_path):
     """SIGKILL saves nothing: the run restarts from the last epoch boundary (end of epoch 0,
     written atomically) and, with the per-step augmentation seed and per-epoch sampler seed,
@@ -142,6 +144,7 @@ def test_sigkill_mid_epoch_then_resume_auto_matches_uninterrupted_run(straight, 
     _assert_same_training_state(straight["last_checkpoint"], last)
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_naming_step_and_terms_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     from contrastive.methods.simclr import SimCLR
 
@@ -178,6 +181,7 @@ def test_nonfinite_loss_stops_naming_step_and_terms_and_keeps_last_good_checkpoi
     assert [float(r["skipped_steps"]) for r in rows if r.get("skipped_steps")] == [1.0]  # epoch 1 only
 
 
+@pytest.mark.slow
 def test_lars_with_bf16_autocast_trains_finite_and_close_to_fp32(straight, tmp_path):
     bf16 = _run(tmp_path, "run_name=bf16", "trainer.precision=bf16-mixed", "optimizer=lars")
     fp32, half = _step_losses(straight["run_dir"]), _step_losses(bf16["run_dir"])
@@ -190,6 +194,7 @@ def test_lars_with_bf16_autocast_trains_finite_and_close_to_fp32(straight, tmp_p
     assert ckpt["optimizer_states"][0]["param_groups"][0]["trust_coefficient"] == 0.001  # it was LARS
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_losses_for_20_steps_and_deterministic_flag(straight, tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(Method, "on_train_batch_end",
@@ -202,3 +207,44 @@ def test_same_seed_gives_identical_losses_for_20_steps_and_deterministic_flag(st
     other = _run(tmp_path, "run_name=other_seed", "seed=1")
     assert not torch.are_deterministic_algorithms_enabled()  # the flag does not leak into later runs
     assert _step_losses(other["run_dir"])[0] != reference[0]
+
+
+def test_nonfinite_guard_holds_when_a_method_overrides_every_hook_without_super(tmp_path):
+    """The guard is a callback (Method.configure_callbacks): a method whose training_step,
+    epoch-end, validation and checkpoint hooks never call super() still stops at the NaN step,
+    with the same one-line error, both at the logging interval and at the epoch's end."""
+    import pytorch_lightning as pl
+
+    from contrastive.data.module import ArrayDataModule
+    from contrastive.methods.simclr import SimCLR
+
+    class Careless(SimCLR):
+        def training_step(self, batch, batch_idx):
+            views, labels, indices = batch
+            loss = self.training_losses(views, labels, indices)["loss"]
+            return loss * float("nan") if self.global_step == 3 else loss
+
+        def on_train_batch_start(self, batch, batch_idx):
+            pass
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            pass
+
+        def on_train_epoch_end(self):
+            pass
+
+        def on_validation_epoch_start(self):
+            pass
+
+        def on_save_checkpoint(self, checkpoint):
+            pass
+
+    run = prepare_run(load_config(BASE + [f"output_dir={tmp_path}"]))
+    for every in (1, 50):  # 1: caught at step 3's logging interval; 50: only at the epoch's end
+        model = Careless(run.cfg, run.model.data)
+        trainer = pl.Trainer(max_epochs=1, limit_train_batches=5, limit_val_batches=0, log_every_n_steps=every,
+                             accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False)
+        with pytest.raises(NonFiniteLossError, match=r"^non-finite loss at epoch 0, step 3: loss=nan; the last good checkpoint is kept"):
+            trainer.fit(model, datamodule=ArrayDataModule(run.splits, 32, 0))
+        assert trainer.global_step == (4 if every == 1 else 5)

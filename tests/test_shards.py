@@ -14,6 +14,7 @@ from contrastive.data.shards.format import read_manifest, verify_shards
 from contrastive.data.shards.writer import convert_folder
 from contrastive.data.stream import CropBatches, EpochTagged, geometric_of, worker_init
 from contrastive.core.errors import DatasetError
+from tests.test_data_files import DECODERS
 from tests.test_stream import indices_of_two_ddp_processes, shapes_folder
 
 
@@ -26,10 +27,10 @@ def converted(tmp_path_factory):
     return images, base / "shards"
 
 
-def _images(folder: Path, size: int = 16) -> ShardImages:
+def _images(folder: Path, size: int = 16, decoder: str = "auto") -> ShardImages:
     manifest = read_manifest(folder)
     return ShardImages(str(folder), size, [s["filename"] for s in manifest["shards"]],
-                       [s["samples"] for s in manifest["shards"]])
+                       [s["samples"] for s in manifest["shards"]], decoder=decoder)
 
 
 def test_shards_hold_the_files_bytes_and_are_standard_webdataset(converted):
@@ -45,10 +46,11 @@ def test_shards_hold_the_files_bytes_and_are_standard_webdataset(converted):
     assert [int(s["cls"]) for s in samples] == [label for _, label in files]
 
 
-def test_shard_eval_tensors_equal_the_memory_path(converted):
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_shard_eval_tensors_equal_the_memory_path(converted, decoder):
     images, shards = converted
-    memory, _ = decode_files(list_class_folders(images / "val")[1], 16, cache_dir=None)
-    assert torch.equal(_images(shards / "val")[:], memory.images)
+    memory, _ = decode_files(list_class_folders(images / "val")[1], 16, cache_dir=None, decoder=decoder)
+    assert torch.equal(_images(shards / "val", decoder=decoder)[:], memory.images)
 
 
 def test_shuffle_is_seed_fixed_per_epoch_with_disjoint_rank_parts_of_consecutive_shards():
@@ -148,6 +150,7 @@ SMALL = {"spcl": ["method.num_prototypes=[4]"], "pimodel": ["method.num_labels=1
 
 
 @pytest.mark.parametrize("method", ["simclr", "spcl", "simclic", "imclr", "pimodel"])
+@pytest.mark.slow
 def test_train_and_evaluate_on_shards_end_to_end(converted, tmp_path, fast_overrides, method):
     """Every method on shards: SimCLR through the shard-aware sampler, SPCL through its own
     prototype sampler (random access) and its clustering pass, ImCLR and the Π-model with their

@@ -247,6 +247,7 @@ def test_bad_settings_are_rejected_before_training(overrides, message):
     assert message in str(err.value)
 
 
+@pytest.mark.slow
 def test_bad_setting_on_the_command_line_is_one_error_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.main(FAST + [f"output_dir={tmp_path}", "method=simclic", "method.perturbation=blur"])
@@ -266,6 +267,7 @@ def test_history_without_sample_indices_is_a_clear_error():
     SimCLIC.validate_config(config("method.perturbation=dropout"), data_info(num_train=0))  # needs no indices
 
 
+@pytest.mark.slow
 def test_short_run_on_synthetic_beats_random_init(tmp_path):
     summary = train.main(FAST + SMALL_HEADS + [f"output_dir={tmp_path}", "method=simclic", "method.perturbation=history",
                                               "optimizer.lr=0.2", "trainer.max_epochs=5", "dataset.num_train=1024",
@@ -282,5 +284,5 @@ def test_short_run_on_synthetic_beats_random_init(tmp_path):
 # 1,000 val images (not 500: +-2 points of sampling noise at 500) and crops of >= 30% of the
 # image (the shapes are small; 8% crops often miss them, which slows the first steps) make the
 # margin clear (with optimizer.lr=0.1 it was +3.0, and +1.2 with the default 8% crops).
-# benchmarks/RESULTS_simclic.md has longer runs of every perturbation.
+# benchmarks/reproduce/simclic/RESULTS.md has longer runs of every perturbation.
 MARGIN = 2

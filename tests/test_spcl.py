@@ -327,6 +327,7 @@ def test_no_clustering_and_random_batches_before_start_epoch():
         _spcl(["method.cluster.start_epoch=1", "method.weights.contrastive=0"])
 
 
+@pytest.mark.slow
 def test_two_epochs_recluster_at_every_epoch_start(tmp_path, monkeypatch):
     from contrastive.methods.spcl import SPCL
 

@@ -95,7 +95,7 @@ def test_bad_values_are_one_config_error():
 
 
 def test_engine_and_method_use_the_rules(cpu_only, monkeypatch):
-    from contrastive.engine.run import _precision
+    from contrastive.engine.trainer import precision as _precision
 
     _features(monkeypatch, {"avx512_bf16"}, capability="AVX512")
     cfg = load_config(["trainer.precision=auto", "backbone.kwargs.width=4"])
@@ -208,6 +208,7 @@ def test_counter_sees_item_and_bool():
 
 
 # ------------------------------------------------------------------ compile
+@pytest.mark.slow
 def test_compiled_backward_matches_eager():
     """Gradients too (tests/test_compile.py checks the loss): aot_eager traces forward and backward."""
     cfg = load_config(FAST + ["backbone.kwargs.width=4", "method.projection.hidden_dim=32", "method.projection.output_dim=16"])
@@ -226,6 +227,7 @@ def test_compiled_backward_matches_eager():
 
 
 # ------------------------------------------------------------------ gpu_check.sh --dry-run
+@pytest.mark.slow
 def test_gpu_check_dry_run_writes_json_and_summary(tmp_path):
     # The suite's share of the dry run: the script's plumbing (setup, one benchmark, the report). The other
     # steps start Lightning/lightly processes (minutes on 2 shared cores); tests/test_gpu.py runs in this very

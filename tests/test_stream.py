@@ -16,11 +16,12 @@ from PIL import Image
 
 from contrastive.augment.pipelines import SimCLRAugment
 from contrastive.data.base import ImageArray, RandomBatchSampler
-from contrastive.data.io.decode import crop_resize, load_rgb, sample_crop_box
+from contrastive.data.io.decode import crop_resize, decode_rgb, sample_crop_box
 from contrastive.data.io.folders import decode_files, list_class_folders
 from contrastive.data.resume import ResumableLoader
 from contrastive.augment.photometric import photometric
 from contrastive.data.stream import CropBatches, EpochTagged, FileImages, crop_seed, geometric_of, worker_init
+from tests.test_data_files import DECODERS
 
 
 def shapes_folder(root: Path, n_train: int, n_val: int, size: int = 32, k: int = 4, seed: int = 0) -> Path:
@@ -45,7 +46,7 @@ def _files(folder, split="train"):
     return list_class_folders(folder / split)[1]
 
 
-@pytest.mark.parametrize("decoder", ["pil", "torchvision"])
+@pytest.mark.parametrize("decoder", DECODERS)
 def test_stream_and_memory_give_identical_eval_tensors(folder, tmp_path, decoder):
     samples = _files(folder, "val")
     memory, _ = decode_files(samples, 24, cache_dir=tmp_path / "cache", resize=28, decoder=decoder)  # 28 -> 24: fraction 0.857
@@ -82,7 +83,7 @@ def test_worker_crops_are_taken_from_the_full_resolution_image(tmp_path):
     ds = CropBatches(files, torch.tensor([0]), geometric_of(aug, (3 / 4, 4 / 3)), views=3, seed=7)
     crops, labels, idx = ds[(2, [0])]
     assert crops.shape == (1, 3, 3, 32, 32) and crops.dtype == torch.uint8
-    full = load_rgb(path)
+    full = decode_rgb(path)
     for v in range(3):
         g = torch.Generator().manual_seed(crop_seed(7, 2, 0, v))
         box = sample_crop_box(150, 260, aug.scale, (3 / 4, 4 / 3), g)
@@ -159,13 +160,14 @@ def test_two_ddp_processes_read_disjoint_parts_covering_the_epoch(folder, tmp_pa
     assert a.tolist() == [i for s in range(6) for i in order[16 * s : 16 * s + 8].tolist()]
 
 
+@pytest.mark.slow
 def test_train_with_storage_stream_beats_random_init(tmp_path, fast_overrides):
     import train
 
     root = shapes_folder(tmp_path / "data", 1024, 500, k=10)  # what the in-memory e2e test trains on
     overrides = [o for o in fast_overrides if not o.startswith("dataset.num_")] + [
         "dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=32", "dataset.storage=stream",
-        "dataset.num_workers=2", f"dataset.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=5", "knn.every_n_epochs=5"]
+        "dataset.num_workers=2", f"dataset.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=8", "knn.every_n_epochs=8"]
     summary = train.main(overrides)
     assert summary["knn_top1"] > summary["knn_top1_random_init"] + 2, summary
 

@@ -130,6 +130,7 @@ def test_color_carries_no_class_information(splits):
     assert acc < 0.20
 
 
+@pytest.mark.slow
 def test_raw_pixels_are_a_weak_baseline(splits):
     (train_x, train_y), (test_x, test_y) = splits
     pixels = lambda x: x.flatten(1).float() / 255  # noqa: E731

@@ -15,6 +15,7 @@ from contrastive.core.errors import ContrastiveError
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_simclr_end_to_end_beats_random_init(fast_overrides):
     # 80 steps of a width-8 CNN: enough to see learning (the loss drops well below its
     # start and kNN beats the untrained encoder), not enough to reach the default run's
@@ -35,6 +36,7 @@ def test_simclr_end_to_end_beats_random_init(fast_overrides):
     assert (ROOT / run_dir / "config.yaml").exists() or open(f"{run_dir}/config.yaml").read()
 
 
+@pytest.mark.slow
 def test_plugin_method_from_tests_folder_trains(fast_overrides):
     searchpath = f"hydra.searchpath=[file://{ROOT / 'tests' / 'plugins' / 'configs'}]"
     summary = train.main(
@@ -43,6 +45,7 @@ def test_plugin_method_from_tests_folder_trains(fast_overrides):
     assert summary["method"] == "simsiam_lite" and summary["knn_top1"] is not None
 
 
+@pytest.mark.slow
 def test_resume_continues_with_same_optimizer_state(fast_overrides, monkeypatch):
     from contrastive.engine.run import fit, prepare_run
     from contrastive.engine.method import Method
@@ -92,6 +95,7 @@ def test_cli_subprocess_reports_error_without_traceback():
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_is_one_error_line_naming_the_step(fast_overrides, monkeypatch, capsys):
     from contrastive.methods.simclr import SimCLR
 

@@ -1,2 +1,3 @@
 """Augmentations on uint8/float image batches on the device: the paper pipelines (``pipelines``),
-their ops (``ops``, ``photometric``) and batch mixing (``mixing``: ImCLR's concatenation, CutMix)."""
+their ops (``ops``, ``photometric``), batch mixing (``mixing``: CutMix, MixUp, AutoAugment) and
+ImCLR's ``k``-image input (``concat``)."""

@@ -37,19 +37,3 @@ def photometric(augment: torch.nn.Module, images: torch.Tensor, generator: Optio
 def stream_views(augment: torch.nn.Module, images: torch.Tensor) -> List[torch.Tensor]:
     """uint8 ``[B, V, 3, S, S]`` -> ``V`` float views ``[B, 3, S, S]`` (photometric part only)."""
     return [photometric(augment, images[:, v]) for v in range(images.shape[1])]
-
-
-def slot_views(augment: torch.nn.Module, autoaugment: Optional[torch.nn.Module], picked: torch.Tensor, batch: int) -> torch.Tensor:
-    """ImCLR on streamed crops: row ``r`` of ``picked`` (uint8 ``[kB, V, 3, S, S]``, slot-major)
-    fills slot ``r // batch`` and takes that slot's crop of its image, so the ``k`` images of
-    an input are independent crops even when an image appears in several slots. Then
-    AutoAugment (on uint8, after the crop as in the paper) and the photometric part.
-
-    Returns:
-        float32 ``[kB, 3, S, S]``, normalised.
-    """
-    rows = torch.arange(picked.shape[0], device=picked.device)  # [kB]
-    crops = picked[rows, (rows // batch).clamp(max=picked.shape[1] - 1)]  # uint8 [kB, 3, S, S]
-    if autoaugment is not None:
-        crops = autoaugment(crops)  # uint8 [kB, 3, S, S]
-    return photometric(augment, crops)

@@ -2,8 +2,9 @@
 
 ImCLR (Chen, Sinha & Kyrillidis, "ImCLR: Implicit Contrastive Learning for Image
 Classification", 2020) trains Keras models; Appendix Table 10 gives their trainable parameters,
-which these nets reproduce exactly with the method's linear classifier (``benchmarks/imclr_params.py``).
-All have a 3x3 stride-1 stem without max-pool (they ignore ``small_stem``). ``resnet20``,
+which these nets reproduce exactly with the method's linear classifier (``benchmarks/reproduce/imclr/imclr_params.py``).
+All have a 3x3 stride-1 stem without max-pool (``small_stem=auto`` or ``true``; an explicit
+``false`` is an error). ``resnet20``,
 ``resnet56`` and ``vgg16`` are the Keras nets of :mod:`contrastive.backbones.keras`. Every net
 here takes ``head=flatten|global_pool`` (see :class:`~contrastive.backbones.keras.HeadedEncoder`);
 the default is what the paper's count implies.
@@ -47,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrastive.backbones.base import PooledEncoder
+from contrastive.backbones.base import Encoder, PooledEncoder
 from contrastive.backbones.keras import HeadedEncoder
 from contrastive.core.registry import BACKBONES
 
@@ -188,22 +189,18 @@ def residual_net(
         layers.append((f"layer{i + 1}", nn.Sequential(*blocks)))
     if final_act:
         layers.append(("final", nn.Sequential(nn.BatchNorm2d(in_planes), nn.ReLU(inplace=True))))
-    model = PooledEncoder(nn.Sequential(OrderedDict(layers)), in_planes, 2 ** (len(widths) - 1))
-    model.small_stem = True
-    return model
+    return PooledEncoder(nn.Sequential(OrderedDict(layers)), in_planes, 2 ** (len(widths) - 1), small_stem=True)
 
 
 # ----------------------------------------------------------------------------- registered nets
 def with_head(model: PooledEncoder, head: str, pool: int) -> HeadedEncoder:
     """The trunk of a :func:`residual_net` (already initialised) with a ``flatten``/``global_pool`` head."""
     halvings = model.min_input_size.bit_length() - 1  # min_input_size = 2 ** (stride-2 stages)
-    headed = HeadedEncoder(model.features, model.feature_dim, halvings, "ceil", head, pool)
-    headed.small_stem = True
-    return headed
+    return HeadedEncoder(model.features, model.feature_dim, halvings, "ceil", head, pool)
 
 
 @BACKBONES.register("resnet20_v1")
-def resnet20_v1(small_stem: bool = True, shortcut: str = "A") -> nn.Module:
+def resnet20_v1(small_stem: bool = True, shortcut: str = "A") -> Encoder:
     """He et al.'s ResNet-20 for CIFAR (2016a, Sec. 4.2): 3 stages of 3 basic blocks, 16/32/64
     channels, option-A (zero-padding) shortcuts, global pooling; 64-d features, 0.27M params.
     Not the ImCLR paper's RN20 (that is ``resnet20``, Keras ResNet v2)."""
@@ -211,14 +208,14 @@ def resnet20_v1(small_stem: bool = True, shortcut: str = "A") -> nn.Module:
 
 
 @BACKBONES.register("resnet56_v1")
-def resnet56_v1(small_stem: bool = True, shortcut: str = "A") -> nn.Module:
+def resnet56_v1(small_stem: bool = True, shortcut: str = "A") -> Encoder:
     """He et al.'s ResNet-56 (2016a): as :func:`resnet20_v1` with 9 blocks per stage; 0.85M params."""
     return residual_net(BasicBlock, (16, 32, 64), (9, 9, 9), 16, True, False, shortcut=shortcut)
 
 
 @BACKBONES.register("preact_resnet18")
 def preact_resnet18(small_stem: bool = True, final_act: bool = False, bias: bool = True,
-                    head: str = "global_pool", pool: int = 4) -> nn.Module:
+                    head: str = "global_pool", pool: int = 4) -> Encoder:
     """The paper's PRN18 (Table 10: 11,222,244 parameters with a 100-class Dense, equal for ImCLR,
     so a global-pool head): pre-activation ResNet-18 (He et al. 2016b) in Kuang Liu's CIFAR layout,
     4 stages of 2 pre-activation blocks, 64-512 channels, with a conv-BN-ReLU stem and Keras' conv
@@ -235,7 +232,7 @@ def preact_resnet18(small_stem: bool = True, final_act: bool = False, bias: bool
 
 @BACKBONES.register("seresnet18")
 def seresnet18(small_stem: bool = True, reduction: int = 16, bias: bool = True,
-               head: str = "global_pool", pool: int = 4) -> nn.Module:
+               head: str = "global_pool", pool: int = 4) -> Encoder:
     """The paper's SRN18 (Table 10: 11,267,842 parameters with a 10-class Dense, equal for ImCLR):
     SE-ResNet-18 (Hu et al. 2018), the CIFAR ResNet-18 layout (3x3 conv-BN-ReLU stem, 4 stages of 2
     basic blocks, 64-512 channels, option-B shortcuts) with a squeeze-and-excitation gate in every
@@ -256,7 +253,7 @@ def wide_resnet(depth: int, width: int, dropout: float = 0.0) -> PooledEncoder:
 
 
 @BACKBONES.register("wrn_16_8")
-def wrn_16_8(small_stem: bool = True, dropout: float = 0.0, head: str = "flatten", pool: int = 8) -> nn.Module:
+def wrn_16_8(small_stem: bool = True, dropout: float = 0.0, head: str = "flatten", pool: int = 8) -> Encoder:
     """The paper's WRN-STL10 (Table 10: 11,002,330 parameters on 96x96 STL-10 with a 10-class Dense,
     11,048,410 with ImCLR): WRN-16-8, 2 blocks per stage, 128/256/512 channels, then average pooling
     of 8 and Flatten (a 3x3 map of 512 at 96x96: 4,608 features; 6x3 on ImCLR's 192x96)."""
@@ -264,7 +261,7 @@ def wrn_16_8(small_stem: bool = True, dropout: float = 0.0, head: str = "flatten
 
 
 @BACKBONES.register("wrn_28_2")
-def wrn_28_2(small_stem: bool = True, dropout: float = 0.0, head: str = "global_pool", pool: int = 8) -> nn.Module:
+def wrn_28_2(small_stem: bool = True, dropout: float = 0.0, head: str = "global_pool", pool: int = 8) -> Encoder:
     """The paper's WRN-CIFAR10-SSL (Table 10: 1,467,610 parameters with a 10-class Dense, equal for
     ImCLR: global pooling): WRN-28-2 as in Oliver et al. 2018, 4 blocks per stage, 32/64/128
     channels; 128-d features."""

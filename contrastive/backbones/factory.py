@@ -2,18 +2,12 @@
 
 Every backbone is a factory registered in :data:`contrastive.core.registry.BACKBONES` and
 built with :func:`create_backbone`. A factory is called as ``factory(small_stem=bool,
-**kwargs)`` and returns a module whose ``forward`` ends in global average pooling
-(so non-square inputs such as ImCLR's 64x32 concatenations work) or, for the ImCLR
-paper's flatten heads, has ``configure_input(height, width)``, which sizes the head and
-``feature_dim`` for one input size (see :mod:`contrastive.backbones.keras`), and that has two
-int attributes:
-
-* ``feature_dim``: the size ``D`` of the output vector;
-* ``min_input_size``: the smallest image side it can take, i.e. its total
-  downsampling factor, at which the last stage sees a 1x1 map (smaller inputs
-  crash in un-padded pooling or leave the last stages looking only at padding).
-
-:func:`create_backbone` adds ``name`` and ``small_stem`` attributes.
+**kwargs)`` and returns an :class:`~contrastive.backbones.base.Encoder`: ``feature_dim``,
+``min_input_size``, ``small_stem`` and ``configure_input(height, width)`` (which sizes the
+ImCLR paper's flatten heads for one input size, :mod:`contrastive.backbones.keras`, and does
+nothing for encoders that end in global pooling). A plugin with a plain ``nn.Module`` wraps it
+in :class:`~contrastive.backbones.base.ModuleEncoder` (``state_dict`` keys unchanged);
+:func:`create_backbone` rejects anything else with a one-line :class:`ConfigError`.
 
 This module builds and checks backbones; the networks live beside it (``resnet``,
 ``small_cnn``, ``cifar_resnet``, ``keras``, ``timm_models``) and register on import
@@ -23,43 +17,39 @@ of :mod:`contrastive.backbones`.
 from __future__ import annotations
 
 import inspect
-import logging
 from typing import Any, Union
 
-from torch import nn
-
+from contrastive.backbones.base import Encoder
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import BACKBONES
-
-log = logging.getLogger(__name__)
 
 #: ``small_stem="auto"`` picks the small stem for images up to this size (CIFAR, STL at 64, Tiny-ImageNet).
 SMALL_STEM_MAX_SIZE = 64
 
 
 # ----------------------------------------------------------------------------- public API
-def create_backbone(name: str, image_size: int, small_stem: Union[bool, str] = "auto", **kwargs: Any) -> nn.Module:
+def create_backbone(name: str, image_size: int, small_stem: Union[bool, str] = "auto", **kwargs: Any) -> Encoder:
     """Build a registered backbone.
 
     Args:
         name: Registered backbone name (see ``BACKBONES.names()``).
-        image_size: Side of the (square) training images; only used to resolve
-            ``small_stem="auto"``. Inputs of other sizes, including non-square ones,
-            work as long as both sides are at least ``min_input_size``.
+        image_size: Side of the (square) training images; resolves ``small_stem="auto"`` and
+            sizes a flatten head (``configure_input``). Inputs of other sizes, including
+            non-square ones, work with global pooling as long as both sides are at least
+            ``min_input_size``.
         small_stem: ``True`` for a 3x3 stride-1 stem without max-pool (for
             CIFAR/Tiny-ImageNet sized images), ``False`` for the ImageNet stem,
-            ``"auto"`` for ``image_size <= 64``. The CIFAR nets always have a small
-            stem and ignore it.
+            ``"auto"`` for ``image_size <= 64``. A net whose stem is fixed (the CIFAR nets:
+            small; timm models: their own) takes ``"auto"`` or its own value.
         **kwargs: Passed to the backbone's factory (e.g. ``zero_init_residual``, ``width``, ``dropout``).
 
     Returns:
-        A module mapping float ``[B, 3, H, W]`` to ``[B, feature_dim]`` with int
-        attributes ``feature_dim`` and ``min_input_size`` and attributes ``name``
-        and ``small_stem``.
+        The :class:`Encoder`, with ``name`` set and sized for ``image_size x image_size``.
 
     Raises:
         ConfigError: (a ``ValueError``) for an unknown name (the message lists the
-            choices), an invalid ``small_stem`` or a keyword the backbone does not take.
+            choices), an invalid ``small_stem`` or one the net cannot honour, a keyword the
+            backbone does not take, or a factory that does not return an :class:`Encoder`.
     """
     try:
         factory = BACKBONES.get(name)
@@ -71,17 +61,26 @@ def create_backbone(name: str, image_size: int, small_stem: Union[bool, str] = "
     except TypeError as err:
         params = [p for p in inspect.signature(factory).parameters if p != "small_stem"]
         raise ConfigError(f"backbone '{name}': {err}; it accepts: {', '.join(params) or '(no keywords)'}") from None
-    model = factory(small_stem=use_small, **kwargs)
-    if hasattr(model, "configure_input"):  # a flatten head is sized for the input (keras.HeadedEncoder)
-        model.configure_input(int(image_size), int(image_size))
-    model.name = name
-    if not hasattr(model, "small_stem"):
-        model.small_stem = use_small
-    elif model.small_stem and not use_small and str(small_stem).lower() != "auto":
-        log.warning("backbone '%s' always uses a small 3x3 stride-1 stem; small_stem=False is ignored", name)
-    model.feature_dim = int(model.feature_dim)
-    model.min_input_size = int(getattr(model, "min_input_size", 1))
-    return model
+    encoder = factory(small_stem=use_small, **kwargs)
+    check_encoder(name, encoder)
+    encoder.name = name  # an Encoder attribute: the registered name, for messages and checkpoints
+    if encoder.small_stem != use_small and str(small_stem).strip().lower() != "auto":
+        stem = "a small 3x3 stride-1 stem" if encoder.small_stem else "its own (ImageNet-style) stem"
+        raise ConfigError(f"backbone '{name}' always has {stem}: backbone.small_stem={use_small} cannot be "
+                          f"honoured; use backbone.small_stem=auto or {encoder.small_stem}")
+    encoder.configure_input(int(image_size), int(image_size))
+    return encoder
+
+
+def check_encoder(name: str, encoder: Any) -> None:
+    """Raise a one-line :class:`ConfigError` unless a factory's result keeps the :class:`Encoder` contract."""
+    if not isinstance(encoder, Encoder):
+        raise ConfigError(f"backbone '{name}': its factory returned a {type(encoder).__name__}, not a "
+                          "contrastive.backbones.Encoder; subclass Encoder or return "
+                          "ModuleEncoder(module, feature_dim, min_input_size)")
+    for attr, value in (("feature_dim", encoder.feature_dim), ("min_input_size", encoder.min_input_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"backbone '{name}': {type(encoder).__name__}.{attr} must be an int >= 1, got {value!r}")
 
 
 def resolve_small_stem(small_stem: Union[bool, str], image_size: int) -> bool:
@@ -96,17 +95,13 @@ def resolve_small_stem(small_stem: Union[bool, str], image_size: int) -> bool:
     raise ConfigError(f"small_stem must be true, false or 'auto', got {small_stem!r}")
 
 
-def check_input_size(backbone: nn.Module, height: int, width: int) -> None:
+def check_input_size(backbone: Encoder, height: int, width: int) -> None:
     """Raise if ``backbone`` cannot take ``height x width`` images.
 
     Raises:
         ConfigError: (a ``ValueError``) e.g. "backbone 'resnet50' (small_stem=False)
             needs inputs of at least 32x32, got 16x16".
     """
-    need = int(getattr(backbone, "min_input_size", 1))
+    need = backbone.min_input_size
     if height < need or width < need:
-        name = getattr(backbone, "name", type(backbone).__name__)
-        raise ConfigError(
-            f"backbone '{name}' (small_stem={getattr(backbone, 'small_stem', '?')}) "
-            f"needs inputs of at least {need}x{need}, got {height}x{width}"
-        )
+        raise ConfigError(f"backbone {backbone.label()} needs inputs of at least {need}x{need}, got {height}x{width}")

@@ -2,7 +2,7 @@
 
 ImCLR (Chen, Sinha & Kyrillidis 2020, https://arxiv.org/abs/2011.12618) trains Keras models;
 its Appendix Table 10 lists their trainable parameters with one-hot inputs and with ImCLR's
-``k*S x S`` inputs. Those counts pin the implementations down (see ``benchmarks/imclr_params.py``,
+``k*S x S`` inputs. Those counts pin the implementations down (see ``benchmarks/reproduce/imclr/imclr_params.py``,
 which reproduces every entry exactly):
 
 * ``resnet20`` / ``resnet56``: the Keras CIFAR-10 example's "ResNet v2" (depth ``9n + 2``, n=2 and
@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contrastive.backbones.base import Encoder
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import BACKBONES
 
@@ -83,8 +84,11 @@ def glorot_uniform_(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-class HeadedEncoder(nn.Module):
+class HeadedEncoder(Encoder):
     """A conv trunk, then a head that turns its ``[B, C, h, w]`` map into ``[B, feature_dim]``.
+
+    Every net built on it here (the Keras nets and :mod:`contrastive.backbones.cifar_resnet`)
+    has a 3x3 stride-1 stem without max-pool, so ``small_stem`` is always True.
 
     Args:
         trunk: The convolutional part.
@@ -97,6 +101,8 @@ class HeadedEncoder(nn.Module):
         dense: Width of a ``Linear``-ReLU-BN-dropout block after the head (Keras VGG: 512), or None.
         dense_dropout: Dropout of that block.
     """
+
+    small_stem = True
 
     def __init__(self, trunk: nn.Module, channels: int, halvings: int, rounding: str = "ceil", head: str = "flatten",
                  pool: int = 8, dense: Optional[int] = None, dense_dropout: float = 0.5) -> None:
@@ -152,8 +158,7 @@ class HeadedEncoder(nn.Module):
             return f.mean(dim=(2, 3), keepdim=True)  # [B, C, 1, 1]
         f = F.avg_pool2d(f, self.pool) if self.pool > 1 else f  # Keras "valid" pooling: floor
         if tuple(f.shape[2:]) != self.grid:
-            name = getattr(self, "name", type(self).__name__)
-            raise ValueError(f"backbone '{name}' (head=flatten) is sized for {self.input_hw[0]}x{self.input_hw[1]} inputs "
+            raise ValueError(f"backbone '{self.name or type(self).__name__}' (head=flatten) is sized for {self.input_hw[0]}x{self.input_hw[1]} inputs "
                              f"(a {self.grid[0]}x{self.grid[1]} pooled map), got {x.shape[2]}x{x.shape[3]}; "
                              "call configure_input(height, width) or use backbone.kwargs.head=global_pool")
         return f  # [B, C, gh, gw]
@@ -207,12 +212,11 @@ def keras_resnet_v2(depth: int, head: str = "flatten", pool: int = 8) -> HeadedE
     layers.append(("final", nn.Sequential(keras_bn(in_planes), nn.ReLU(inplace=True))))
     model = HeadedEncoder(nn.Sequential(OrderedDict(layers)), in_planes, 2, "ceil", head, pool)
     he_normal_(model)
-    model.small_stem = True
     return model
 
 
 @BACKBONES.register("resnet20")
-def resnet20(small_stem: bool = True, head: str = "flatten", pool: int = 8) -> nn.Module:
+def resnet20(small_stem: bool = True, head: str = "flatten", pool: int = 8) -> HeadedEncoder:
     """The paper's RN20 (Table 10: 570,602 parameters with a 10-class Dense): Keras ResNet v2, n=2.
     ``head=flatten`` (the paper's): AveragePooling2D(8) + Flatten, 256 features per 32x32 image.
     He et al.'s original ResNet-20 (basic blocks, 16/32/64) is ``resnet20_v1``."""
@@ -220,7 +224,7 @@ def resnet20(small_stem: bool = True, head: str = "flatten", pool: int = 8) -> n
 
 
 @BACKBONES.register("resnet56")
-def resnet56(small_stem: bool = True, head: str = "flatten", pool: int = 8) -> nn.Module:
+def resnet56(small_stem: bool = True, head: str = "flatten", pool: int = 8) -> HeadedEncoder:
     """The paper's RN56 (Table 10: 1,865,768 parameters on 64x64 Tiny ImageNet with a 200-class
     Dense): Keras ResNet v2, n=6; flatten head (a 2x2 pooled map at 64x64). He et al.'s: ``resnet56_v1``."""
     return keras_resnet_v2(56, head, pool)
@@ -233,7 +237,7 @@ _VGG16 = ((64, 0.3), (64, 0), "M", (128, 0.4), (128, 0), "M", (256, 0.4), (256, 
 
 
 @BACKBONES.register("vgg16")
-def vgg16(small_stem: bool = True, head: str = "flatten", dropout: bool = True) -> nn.Module:
+def vgg16(small_stem: bool = True, head: str = "flatten", dropout: bool = True) -> HeadedEncoder:
     """The paper's VGG16 (Table 10: 15,038,116 parameters with a 100-class Dense): Keras CIFAR-100
     VGG-16, conv(bias)-ReLU-BN[-dropout] x13, five max-pools, dropout 0.5, Flatten, Dense(512)-ReLU-
     BN-dropout 0.5; 512-d features. ``head=flatten`` flattens the 1x1 map (2x1 for ImCLR's 64x32
@@ -258,5 +262,4 @@ def vgg16(small_stem: bool = True, head: str = "flatten", dropout: bool = True) 
     model = HeadedEncoder(nn.Sequential(*layers), in_planes, 5, "floor", head, 1, dense=512,
                           dense_dropout=0.5 if dropout else 0.0)
     glorot_uniform_(model)
-    model.small_stem = True
     return model

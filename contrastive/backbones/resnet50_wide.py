@@ -26,8 +26,14 @@ def wide_resnet50(width: int, zero_init_residual: bool = False) -> torchvision.m
         The ResNet; ``fc`` maps ``2048 * width`` features to 1000 classes.
     """
     model = torchvision.models.resnet50(weights=None, zero_init_residual=zero_init_residual)
-    if width == 1:
-        return model
+    if width != 1:
+        widen_resnet50_(model, width, zero_init_residual)
+    return model
+
+
+def widen_resnet50_(model: torchvision.models.ResNet, width: int, zero_init_residual: bool = False) -> None:
+    """Rebuild every layer of a torchvision ResNet-50 ``model`` in place with ``width`` x the channels
+    (freshly initialised as torchvision does; ``fc`` maps ``2048 * width`` features to 1000 classes)."""
     base = 64 * width
     model.inplanes = base  # _make_layer reads and advances it, as ResNet.__init__ does
     model.conv1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False)
@@ -47,4 +53,3 @@ def wide_resnet50(width: int, zero_init_residual: bool = False) -> torchvision.m
         for m in model.modules():
             if isinstance(m, Bottleneck):
                 nn.init.zeros_(m.bn3.weight)
-    return model

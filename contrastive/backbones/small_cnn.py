@@ -11,7 +11,7 @@ from contrastive.core.registry import BACKBONES
 
 
 @BACKBONES.register("small_cnn")
-def small_cnn(small_stem: bool = True, width: int = 32) -> nn.Module:
+def small_cnn(small_stem: bool = True, width: int = 32) -> PooledEncoder:
     """A 4-layer conv net for CPU runs and tests (0.39M parameters, 15M multiply-adds per
     32x32 image at ``width=32``; ResNet-18 with a small stem needs 0.56G).
 
@@ -30,4 +30,4 @@ def small_cnn(small_stem: bool = True, width: int = 32) -> nn.Module:
         stem.append(nn.MaxPool2d(3, stride=2, padding=1))
     stages = [("stem", nn.Sequential(*stem))]
     stages += [(f"layer{i}", conv_bn_relu(widths[i - 1], widths[i], stride=2)) for i in range(1, 4)]
-    return PooledEncoder(nn.Sequential(OrderedDict(stages)), widths[-1], 8 if small_stem else 32)
+    return PooledEncoder(nn.Sequential(OrderedDict(stages)), widths[-1], 8 if small_stem else 32, small_stem)

@@ -14,19 +14,20 @@ import difflib
 import importlib.util
 from typing import Any
 
-from torch import nn
-
+from contrastive.backbones.base import ModuleEncoder
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import BACKBONES
 
 
 @BACKBONES.register("timm")
 def timm_backbone(small_stem: bool = False, model_name: str = "resnet18", pretrained: bool = False,
-                  **model_kwargs: Any) -> nn.Module:
-    """A timm model without its classifier (``num_classes=0``).
+                  **model_kwargs: Any) -> ModuleEncoder:
+    """A timm model without its classifier (``num_classes=0``), adapted by :class:`ModuleEncoder`
+    (its ``state_dict`` keys are timm's own).
 
     Args:
-        small_stem: Ignored: a timm model keeps its own stem (choose one, e.g. ``resnet18d``).
+        small_stem: Must be False (or ``auto``): a timm model keeps its own stem (choose one,
+            e.g. ``resnet18d``); an explicit ``true`` is rejected by ``create_backbone``.
         model_name: Any name of ``timm.list_models()``.
         pretrained: timm's pretrained weights (downloaded from the Hugging Face Hub).
         **model_kwargs: Passed to ``timm.create_model``.
@@ -40,8 +41,5 @@ def timm_backbone(small_stem: bool = False, model_name: str = "resnet18", pretra
         raise ConfigError(f"backbone.kwargs.model_name='{model_name}' is not a timm model"
                           + (f"; close names: {', '.join(close)}" if close else "; see timm.list_models()"))
     model = timm.create_model(model_name, pretrained=bool(pretrained), num_classes=0, **model_kwargs)
-    model.feature_dim = int(model.num_features)
     reductions = [int(info.get("reduction", 0)) for info in getattr(model, "feature_info", []) if isinstance(info, dict)]
-    model.min_input_size = max(reductions) if reductions else 32
-    model.small_stem = False
-    return model
+    return ModuleEncoder(model, int(model.num_features), max(reductions) if reductions else 32, small_stem=False)

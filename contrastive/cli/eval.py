@@ -23,9 +23,10 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from contrastive.core.logs import setup_logging
 from contrastive.config.compose import load_config, to_yaml
+from contrastive.config.overrides import parse_command_line, split_run_overrides
 from contrastive.core.errors import ConfigError, ContrastiveError
+from contrastive.core.logs import setup_logging
 
 USAGE = __doc__
 
@@ -42,19 +43,21 @@ def main(argv: Optional[List[str]] = None) -> dict:
     setup_logging()
     command = argv.pop(0) if argv and argv[0] in ("results", "export") else "evaluate"
     try:
-        if "--cfg" in argv:
-            from contrastive.evaluation.loading import split_overrides
-
-            own, _, hydra = split_overrides([a for a in argv if a != "--cfg"])
+        parsed = parse_command_line(argv)
+        unknown = [f for f in parsed.flags if f not in ("--cfg", "-c", "job")]
+        if unknown:
+            raise ConfigError(f"linear_eval.py takes key=value overrides and --cfg, not '{unknown[0]}' (see --help)")
+        if parsed.prints_config:
+            own, _, hydra = split_run_overrides(parsed.overrides)
             print(to_yaml(load_config(own + hydra, "eval")))
             return {}
         if command == "results":
-            return _results(argv)
+            return _results(parsed.overrides)
         if command == "export":
-            return _export(argv)
+            return _export(parsed.overrides)
         from contrastive.evaluation import evaluate, prepare
 
-        setup = prepare(argv)
+        setup = prepare(parsed.overrides)
     except ContrastiveError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -3,14 +3,13 @@
 Hydra owns the command line: ``-m``/``--multirun`` sweeps (basic or any installed
 launcher, e.g. ``hydra/launcher=submitit_slurm``), ``hydra.run.dir``/``hydra.sweep.dir``,
 ``--cfg job|hydra|all``, ``--info``, ``--help``, shell completion and ``${hydra:...}``
-interpolations all behave as in any Hydra app. Before Hydra starts, this module
+interpolations all behave as in any Hydra app. Before Hydra starts, ``contrastive-train``
 
-* rewrites ``trainer.<name>=...`` for any ``pytorch_lightning.Trainer`` argument that the
-  YAML does not list into ``+trainer.<name>=...`` (and rejects names the Trainer does not
-  take, with close matches),
-* composes every job of the command once through :func:`contrastive.config.compose.load_config`,
-  so a misspelled key, an unknown option or a bad value is one ``error:`` line instead of
-  Hydra's multi-line report, and
+* parses the command line (:func:`contrastive.config.overrides.parse_command_line`: the
+  ``trainer.<Lightning argument>`` rewrite, plugin config folders),
+* composes every job of the command once through :func:`contrastive.config.compose.load_config`
+  (:func:`prevalidate`), so a misspelled key, an unknown option or a bad value is one
+  ``error:`` line instead of Hydra's multi-line report, and
 * points a single ``resume=...`` run's ``hydra.run.dir`` at the folder of the checkpoint
   it continues, so the resumed run keeps writing where it left off.
 """
@@ -21,13 +20,17 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from contrastive.config.overrides import INFO_FLAGS, sweep_jobs
+from contrastive.config.overrides import sweep_jobs
+
 
 def run_hydra(task: Callable, argv: Sequence[str], config_dir: Path, config_name: str, prog: str) -> None:
     """Run ``task`` as ``@hydra.main`` would with ``sys.argv = [prog, *argv]``."""
     import hydra
     from hydra.core.global_hydra import GlobalHydra
 
+    from contrastive.config.schema import register_schemas
+
+    register_schemas()  # the trainer/optimizer/scheduler schemas the YAML names
     saved = sys.argv
     sys.argv = [prog, *argv]
     try:
@@ -37,19 +40,9 @@ def run_hydra(task: Callable, argv: Sequence[str], config_dir: Path, config_name
         GlobalHydra.instance().clear()  # the compose API (load_config) can initialise again
 
 
-def is_multirun(flags: Sequence[str]) -> bool:
-    return any(f in ("-m", "--multirun") for f in flags)
-
-
-def only_hydra_output(flags: Sequence[str]) -> bool:
-    """``--help``, ``--info``, ``--cfg``, shell completion: Hydra prints and nothing trains."""
-    return any(f in ("-h", "--help", "--hydra-help", "--version", "--cfg", "-c", "-sc", "--shell-completion")
-               or f in INFO_FLAGS for f in flags)
-
-
 def prevalidate(overrides: Sequence[str], multirun: bool, config_name: str,
                 check: Optional[Callable] = None):
-    """Compose each job (see :func:`sweep_jobs`) with one-line errors; ``check(cfg)`` runs on each.
+    """Compose each job (see :func:`sweep_jobs`) once, with one-line errors; ``check(cfg)`` runs on each.
 
     Returns:
         The first job's composed config.

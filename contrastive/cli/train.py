@@ -58,23 +58,19 @@ def _resume_into_its_folder(argv: List[str], overrides: Sequence[str], cfg) -> L
 def train_main(argv: Optional[List[str]] = None) -> Any:
     """Run ``contrastive-train``. Returns the run's summary dict (a list of them for ``-m``,
     ``{}`` when Hydra only printed something). Bad input exits with one ``error:`` line."""
-    from contrastive.config.compose import CONFIG_DIR, declared_trainer_keys, with_plugin_search_path
-    from contrastive.cli.hydra_app import is_multirun, only_hydra_output, prevalidate, run_hydra
-    from contrastive.config.overrides import normalise_argv, split_argv
+    from contrastive.cli.hydra_app import prevalidate, run_hydra
+    from contrastive.config.compose import config_dir
+    from contrastive.config.overrides import parse_command_line
+    from contrastive.config.schema import declared_trainer_keys
 
-    argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging()
     try:
-        argv = normalise_argv(argv, declared_trainer_keys())
-        flags, overrides = split_argv(argv)
-        if not any(f in ("-sc", "--shell-completion") for f in flags):
-            argv = flags + with_plugin_search_path(overrides)  # plugin packages' config folders
-            flags, overrides = split_argv(argv)
-        multirun, printing = is_multirun(flags), only_hydra_output(flags)
-        if not printing or any(f in ("--cfg", "-c") for f in flags):
-            first = prevalidate(overrides, multirun, "train", check=None if printing else _check_job)
-            if not multirun and not printing:
-                argv = _resume_into_its_folder(argv, overrides, first)
+        command = parse_command_line(sys.argv[1:] if argv is None else argv, declared_trainer_keys())
+        argv, multirun = command.argv, command.multirun
+        if not command.printing or command.prints_config:
+            first = prevalidate(command.overrides, multirun, "train", check=None if command.printing else _check_job)
+            if not multirun and not command.printing:
+                argv = _resume_into_its_folder(argv, command.overrides, first)
     except ContrastiveError as err:
         fail(err, 2)
     summaries: List[Dict[str, Any]] = []
@@ -84,7 +80,7 @@ def train_main(argv: Optional[List[str]] = None) -> Any:
         summaries.append(summary)
         return summary
 
-    run_hydra(train_job, argv, CONFIG_DIR, "train", prog=sys.argv[0] if sys.argv else "contrastive-train")
+    run_hydra(train_job, argv, config_dir(), "train", prog=sys.argv[0] if sys.argv else "contrastive-train")
     if not summaries:
         return {}
     return summaries if multirun else summaries[0]
@@ -100,7 +96,7 @@ def _run_job(cfg) -> Dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     overrides = [str(o) for o in hydra_cfg.overrides.task]
     try:
-        cfg = finalize_app_config(cfg, overrides)
+        cfg = finalize_app_config(cfg)
         from contrastive.engine.run import fit, prepare_run
 
         run = prepare_run(cfg, run_dir=Path(hydra_cfg.runtime.output_dir), overrides=overrides,

@@ -1,2 +1,3 @@
-"""Run configs: Hydra composition and validation (``compose``), command-line override parsing shared by
-the command lines (``overrides``) and user plugins (``plugins``)."""
+"""Run configs: Hydra composition and validation (``compose``), the command-line override parser both
+command lines use (``overrides``), the structured-config schemas of the trainer/optimizer/scheduler
+blocks (``schema``), one-line error messages (``messages``) and user plugins (``plugins``)."""

@@ -10,7 +10,7 @@ resolved here, from the device the run trains on.
   here (AMD EPYC, AVX2 only: small_cnn w16 forward + backward at 32x32, batch 256, 1727 ->
   206 images/s; w32 613 -> 57), while on a CPU with AVX-512 BF16 it measured
   **2.1x faster** (183 -> 390). One feature bit decides it; a benchmark adds nothing
-  (``benchmarks/bench_cpu_formats.py`` measures the four combinations on any CPU);
+  (``benchmarks/speed/bench_cpu_formats.py`` measures the four combinations on any CPU);
 * a micro-benchmark costs seconds at every start, and on a shared machine (here 2 cores
   for 5 jobs) its noise would flip the choice from run to run, so two runs of the same
   config would train in different precisions; a cache file would have to be invalidated
@@ -33,7 +33,7 @@ Rules (each measured where stated, conservative where not):
   no GPU was lent (``benchmarks/gpu_check.sh`` measures it).
 * ``trainer.compile`` has no ``auto``: it stays off by default (``BENCHMARKS.md``, torch.compile:
   on CPU the compiled step was faster but compiling took minutes, and the kNN monitor's eval
-  mode compiles again; the GPU measurement is ``benchmarks/bench_compile.py --device cuda``).
+  mode compiles again; the GPU measurement is ``benchmarks/speed/bench_compile.py --device cuda``).
 """
 
 from __future__ import annotations
@@ -151,6 +151,17 @@ def resolve_eval_amp(requested: Any, device: torch.device) -> bool:
     if chosen is not None:
         return chosen
     return _gpu_bf16() if device.type == "cuda" else device.type == "cpu" and cpu_has_native_bf16()
+
+
+def facts(device: str) -> dict:
+    """What the ``auto`` rules read on ``device`` (``cpu`` or ``cuda``): recorded with a run's choices."""
+    if device == "cuda" and torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        return {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}", "gpu_bf16": _gpu_bf16(),
+                "tensor_cores": major >= 7}
+    flags = cpu_flags()
+    return {"machine": platform.machine(), "cpu_capability": cpu_capability(), "cpu_bf16_flags": sorted(BF16_FLAGS & flags),
+            "cpu_native_bf16": cpu_has_native_bf16(flags), BF16_ENV: os.environ.get(BF16_ENV) or None}
 
 
 def describe() -> dict:

@@ -99,12 +99,14 @@ class ArrayDataModule(pl.LightningDataModule):
         return ResumableLoader(IndexedBatches(self.splits.train), sampler, progress, num_workers=0, pin_memory=False)
 
     def _stream_train_loader(self, sampler, progress) -> DataLoader:
-        """Crops of the full images decoded in worker processes (contrastive/data/stream.py)."""
+        """Crops of the full images decoded in worker processes (contrastive/data/stream.py): the
+        model is a ``contrastive`` ``Method``, whose augmentation gives the geometric part and
+        whose ``crops_per_image()`` the crops per image (``[B, V, 3, S, S]`` batches)."""
         model = self.trainer.lightning_module if self.trainer is not None else None
         if model is None:
             raise RuntimeError("the streamed training loader needs the trainer's model (for its augmentation)")
         files = self.splits.train.images
-        views = model.stream_views() if hasattr(model, "stream_views") else int(model.cfg.method.get("num_views", 2))
+        views = model.crops_per_image()  # a contrastive Method: one crop per view (ImCLR: per slot)
         dataset = CropBatches(files, self.splits.train.labels, geometric_of(model.augment, files.crop_ratio), views, self.seed)
         workers = files.num_workers
         return ResumableLoader(dataset, EpochTagged(sampler), progress, **_worker_kwargs(workers, persistent=True))

@@ -25,13 +25,13 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import Dataset
 
-from contrastive.data.io.decode import crop_resize, load_rgb, pad_shift_crop, resize_center_crop, sample_crop_box
+from contrastive.data.io.decode import crop_resize, decode_rgb, pad_shift_crop, resize_center_crop, resolve_decoder, sample_crop_box
 from contrastive.core.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -116,23 +116,23 @@ class FileImages(LazyImages):
     paths: List[str]
     size: int
     resize: Optional[int] = None
-    decoder: str = "pil"
+    decoder: str = "auto"
     on_bad_image: str = "error"
     num_workers: int = 0
     crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3)
+
+    def __post_init__(self) -> None:
+        self.decoder = resolve_decoder(self.decoder)  # here, not in each worker's decode: a bad name is a config error
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def select(self, indices: Any) -> "FileImages":
         """A lazy subset (``ImageArray.subset``)."""
-        idx = torch.as_tensor(indices, dtype=torch.long).flatten().tolist()
-        return FileImages([self.paths[i] for i in idx], self.size, self.resize, self.decoder, self.on_bad_image,
-                          self.num_workers, self.crop_ratio)
+        return replace(self, paths=[self.paths[i] for i in torch.as_tensor(indices, dtype=torch.long).flatten().tolist()])
 
     def read(self, i: int, transform) -> Optional[torch.Tensor]:
-        path = self.paths[i]
-        return read_or_skip(path, self.on_bad_image, transform, lambda: load_rgb(path, self.decoder))
+        return read_or_skip(self.paths[i], self.on_bad_image, transform, lambda: decode_rgb(self.paths[i], self.decoder))
 
 
 _reported: set = set()

@@ -2,9 +2,12 @@
 
 A method subclasses :class:`Method`, registers itself with ``@METHODS.register``,
 and implements :meth:`Method.training_losses`. The base class builds the backbone
-and the on-device augmentation, turns uint8 batches into views, builds the
-optimizer and schedule from the config, guards against non-finite losses, runs the
-kNN monitor and stores the resolved config in every checkpoint.
+and the on-device augmentation, turns uint8 batches into views (every storage's batch
+becomes one :class:`~contrastive.data.batch.ViewBatch` first, so a method's
+:meth:`Method.training_views` never looks at the loader's tensor layout), builds the
+optimizer and schedule from the config, attaches the non-finite loss guard
+(:class:`~contrastive.engine.nonfinite.NonFiniteCallback`), runs the kNN monitor and stores
+the resolved config in every checkpoint.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from contrastive.augment.pipelines import EvalTransform, build_augment
 from contrastive.backbones.factory import create_backbone
 from contrastive.core.errors import ConfigError
 from contrastive.core.hardware import resolve_channels_last, resolve_eval_amp
+from contrastive.data.batch import ViewBatch
 from contrastive.metrics.knn import knn_accuracy
-from contrastive.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, format_terms  # noqa: F401 (NonFiniteLossError: public here)
+from contrastive.engine.nonfinite import TERMS_KEY, NonFiniteCallback, NonFiniteLossError, format_terms  # noqa: F401 (NonFiniteLossError: public here)
 from contrastive.engine.optim import build_optimizer, build_scheduler, scaled_lr
 
 log = logging.getLogger(__name__)
@@ -53,18 +57,20 @@ class Method(pl.LightningModule):
 
     #: Whether the method needs labels to train (ImCLR) - checked before training.
     supervised: bool = False
+    #: Strong views per image of the default :meth:`training_views` (the two-view methods: SimCLR, SPCL).
+    VIEWS: int = 2
 
     def __init__(self, cfg: DictConfig, data: DataInfo) -> None:
         super().__init__()
         self.cfg, self.data = cfg, data
         self.backbone = create_backbone(
-            cfg.backbone.name, data.image_size, small_stem=cfg.backbone.small_stem, **dict(cfg.backbone.get("kwargs") or {})
+            cfg.backbone.name, data.image_size, small_stem=cfg.backbone.small_stem, **dict(cfg.backbone.kwargs or {})
         )
         self.augment = build_augment(OmegaConf.to_container(cfg.augment), data.image_size, data.mean, data.std)
         self.eval_transform = EvalTransform(data.image_size, data.mean, data.std)
         # auto: where measured faster (contrastive/core/hardware.py); inputs only, the weights keep their layout
-        self.channels_last = resolve_channels_last(cfg.trainer.get("channels_last", False), cfg.trainer.get("accelerator", "auto"))
-        self._nonfinite = NonFiniteGuard()  # on_nonfinite=error: checked at logging intervals, not every step
+        self.channels_last = resolve_channels_last(cfg.trainer.channels_last, cfg.trainer.accelerator)
+        self._compiled = False
         self._knn_outputs: Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]] = {}
 
     # ---------------------------------------------------------------- hooks for methods
@@ -76,20 +82,22 @@ class Method(pl.LightningModule):
         """Return a dict of named loss terms, the total under ``"loss"``."""
         raise NotImplementedError
 
-    def make_views(self, images: torch.Tensor, labels: torch.Tensor) -> Tuple[Any, torch.Tensor]:
-        """uint8 ``[B,3,H,W]`` -> training input. Default: ``method.num_views`` strong views.
-        Streamed batches (``dataset.storage=stream``) are ``[B, V, 3, S, S]`` crops: only the
-        photometric part of the augmentation is left to do here."""
-        if images.ndim == 5:
-            from contrastive.augment.photometric import stream_views
+    def training_views(self, batch: ViewBatch) -> Tuple[Any, torch.Tensor]:
+        """A training batch -> (the input of :meth:`training_losses`, its labels). Default:
+        ``method.num_views`` strong views, float ``[B, 3, S, S]`` each; view ``v`` of a streamed
+        batch takes the workers' crop ``v`` (:meth:`ViewBatch.augmented`)."""
+        views = [self._to_memory_format(batch.augmented(self.augment, crop=v)) for v in range(self.crops_per_image())]
+        return views, batch.labels
 
-            return [self._to_memory_format(v) for v in stream_views(self.augment, images)], labels
-        views = [self._to_memory_format(self.augment(images)) for _ in range(int(self.cfg.method.get("num_views", 2)))]
-        return views, labels
+    def make_views(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None) -> Tuple[Any, torch.Tensor]:
+        """:meth:`training_views` of uint8 ``images`` (full ``[B, 3, H, W]`` or streamed crops
+        ``[B, V, 3, S, S]``): for scripts and tests that hold plain tensors."""
+        return self.training_views(ViewBatch.of(images, labels, indices))
 
-    def stream_views(self) -> int:
-        """Crops per image a streamed training batch carries (``[B, V, 3, S, S]``)."""
-        return int(self.cfg.method.get("num_views", 2))
+    def crops_per_image(self) -> int:
+        """Crops per image a streamed training batch carries (``[B, V, 3, S, S]``): one per view.
+        Default: :attr:`VIEWS`; a method whose view count is a setting overrides this (SimCLIC: ``method.num_views``)."""
+        return self.VIEWS
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Representation of normalised float images ``[B,3,H,W]`` -> ``[B, D]``, used by the
@@ -110,8 +118,8 @@ class Method(pl.LightningModule):
 
     def configure_model(self) -> None:
         """``trainer.compile=true``: compile the backbone in place (state-dict keys unchanged)."""
-        if self.cfg.trainer.get("compile", False) and not getattr(self, "_compiled", False):
-            self.backbone.compile(backend=str(self.cfg.trainer.get("compile_backend", "inductor")))
+        if self.cfg.trainer.compile and not self._compiled:
+            self.backbone.compile(backend=str(self.cfg.trainer.compile_backend))
             self._compiled = True
 
     # ---------------------------------------------------------------- data
@@ -119,9 +127,11 @@ class Method(pl.LightningModule):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """Training: ``(views, labels, indices)`` from :meth:`training_views` of the batch, the same
+        for every storage; evaluation: normalised ``[B, 3, S, S]`` images."""
         images, labels, indices = batch
         if self.trainer is not None and self.trainer.training:
-            views, labels = self.make_views(images, labels)
+            views, labels = self.training_views(ViewBatch.of(images, labels, indices))
             return views, labels, indices
         return self._to_memory_format(self.eval_transform(images)), labels, indices
 
@@ -151,7 +161,8 @@ class Method(pl.LightningModule):
             finite = bool(trainer.strategy.reduce_boolean_decision(finite, all=True))
         return finite
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: Batch, batch_idx: int) -> Dict[str, Any] | None:
+        """The loss, and every term (detached) for :class:`NonFiniteCallback` and the logs."""
         views, labels, indices = batch
         losses = self.training_losses(views, labels, indices)
         loss = losses["loss"]
@@ -160,16 +171,17 @@ class Method(pl.LightningModule):
             log.warning("step %d: non-finite loss (%s); step skipped", self.global_step, format_terms(losses))
             self.log("skipped_steps", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
             return None
-        if policy == "error":  # no sync here: checked at the logging interval (contrastive/engine/nonfinite.py)
-            self._nonfinite.record(self.current_epoch, self.global_step, losses)
-            every = int(self._trainer.log_every_n_steps) if self._trainer is not None else 1
-            if self._nonfinite.due(self.global_step, every):
-                self._nonfinite.check(self._trainer)
         batch_size = len(indices)
         for name, value in losses.items():
             key = "train_loss" if name == "loss" else f"train/{name}"
             self.log(key, value.detach(), prog_bar=name == "loss", on_step=True, on_epoch=True, batch_size=batch_size, sync_dist=False)
-        return loss
+        return {"loss": loss, TERMS_KEY: {k: v.detach() for k, v in losses.items()}}
+
+    def configure_callbacks(self) -> List[pl.Callback]:
+        """``trainer.on_nonfinite=error``: the guard as a callback (no sync per step; checked at the
+        logging interval, epoch ends, validation and checkpoints), which no method's override of a
+        training hook can switch off. Methods that add callbacks extend ``super()``'s list."""
+        return [NonFiniteCallback()] if self.cfg.trainer.on_nonfinite == "error" else []
 
     def configure_optimizers(self) -> Any:
         world = self.trainer.world_size if self.trainer is not None else 1
@@ -192,12 +204,7 @@ class Method(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     # ---------------------------------------------------------------- kNN monitor
-    def on_train_epoch_end(self) -> None:
-        """Runs before the epoch's checkpoints (Lightning calls checkpoint callbacks after the module)."""
-        self._nonfinite.check(self._trainer)
-
     def on_validation_epoch_start(self) -> None:
-        self._nonfinite.check(self._trainer)  # the kNN monitor at an epoch's end runs before on_train_epoch_end
         self._knn_outputs = {0: [], 1: []}
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -212,7 +219,7 @@ class Method(pl.LightningModule):
         labels = torch.cat([p[1] for p in parts])
         indices = torch.cat([p[2] for p in parts]).to(features.device)
         if self.trainer is not None and self.trainer.world_size > 1:
-            features, labels, indices = _gather_padded(self, features, labels, indices)
+            features, labels, indices = gather_padded(self, features, labels, indices)
         order = indices.argsort()
         return features[order], labels[order].to(features.device)
 
@@ -232,8 +239,7 @@ class Method(pl.LightningModule):
 
     # ---------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        self._nonfinite.check(self._trainer)  # never save weights a non-finite step has touched
-        # Plain containers only, so the file loads with torch.load(weights_only=True).
+        # (NonFiniteCallback checks before any checkpoint is written.) Plain containers only, so the file loads with torch.load(weights_only=True).
         checkpoint["contrastive"] = {
             "method": str(self.cfg.method.name),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
@@ -242,8 +248,14 @@ class Method(pl.LightningModule):
         }
 
 
-def _gather_padded(module: pl.LightningModule, features, labels, indices):
-    """all_gather of per-rank tensors of unequal length (pads with index -1, then drops)."""
+def gather_padded(module: pl.LightningModule, features: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor):
+    """all_gather of per-rank tensors of unequal length (pads with index -1, then drops).
+
+    Args:
+        features: ``[n, D]`` of this process; labels and indices ``[n]`` (indices >= 0).
+
+    Returns:
+        ``(features [N, D], labels [N], indices [N])`` of every process, rank by rank."""
     n = torch.tensor([features.shape[0]], device=features.device)
     sizes = module.all_gather(n).flatten()
     longest = int(sizes.max())

@@ -74,7 +74,7 @@ def build_optimizer(cfg: Any, modules: Sequence[nn.Module], lr: float) -> torch.
     if cfg.name == "lars":
         return LARS(groups, lr=lr, momentum=float(cfg.momentum), trust_coefficient=float(cfg.trust_coefficient))
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=float(cfg.momentum), nesterov=bool(cfg.get("nesterov", False)))
+        return torch.optim.SGD(groups, lr=lr, momentum=float(cfg.momentum), nesterov=bool(cfg.nesterov))
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas))
     raise ConfigError(f"unknown optimizer '{cfg.name}'; valid choices: {', '.join(OPTIMIZERS)}")

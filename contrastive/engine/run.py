@@ -2,7 +2,8 @@
 
 :func:`prepare_run` does everything that can fail on bad input (config checks,
 plugins, resume target, dataset, model, output folder) before anything is written;
-:func:`fit` trains. ``train.py`` is a thin wrapper around the two.
+:func:`fit` trains. ``train.py`` is a thin wrapper around the two. The Trainer is built in
+:mod:`contrastive.engine.trainer`; what ``auto`` settings chose is :mod:`contrastive.engine.auto`.
 """
 
 from __future__ import annotations
@@ -11,49 +12,36 @@ import json
 import logging
 import os
 import time
-import warnings
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from contrastive.backbones.factory import check_input_size
-from contrastive.engine.checkpoint import (SIGTERM_EXIT_CODE, AtomicCheckpointIO, SaveOnSigterm, check_checkpoint_fits,
-                                    find_latest_checkpoint, load_checkpoint, remove_stale_temp_files)
 from contrastive.config.compose import to_yaml
 from contrastive.config.plugins import import_plugins, load_builtin_methods
+from contrastive.core.errors import ConfigError
+from contrastive.core.logs import quiet_warnings
+from contrastive.core.registry import BACKBONES, DATASETS, METHODS
 from contrastive.data import DatasetSplits, build_dataset
 from contrastive.data.module import ArrayDataModule
-from contrastive.data.resume import RestoreBatchPosition
-from contrastive.core.errors import ConfigError
-from contrastive.core.hardware import resolve_precision
+from contrastive.engine.auto import RecordDataPlacement, auto_choices, describe_choices
+from contrastive.engine.checkpoint import (SIGTERM_EXIT_CODE, check_checkpoint_fits, find_latest_checkpoint, load_checkpoint,
+                                           remove_stale_temp_files)
 from contrastive.engine.method import DataInfo, Method
 from contrastive.engine.optim import validate_optim_config
 from contrastive.engine.plots import plot_training_curves
-from contrastive.core.registry import BACKBONES, DATASETS, METHODS
-from contrastive.engine.tracking import (attach_train_log, build_loggers, detach_train_log, finish_loggers, hyperparameters,
-                                  validate_loggers, write_run_record)
+from contrastive.engine.tracking import attach_train_log, detach_train_log, finish_loggers, hyperparameters, validate_loggers, write_run_record
+from contrastive.engine.trainer import build_trainer, check_trainer_options
 
 log = logging.getLogger("contrastive")
-
-
-def _ignore_hook_warnings() -> None:
-    """Method overrides both batch-transfer hooks on purpose (per-step seed, on-device views)
-    and the datamodule defines neither, so Lightning's "overridden ... but passed a
-    LightningDataModule" warnings do not apply. Also called per trainer: pytest and other
-    ``warnings.catch_warnings`` users drop filters added inside them."""
-    warnings.filterwarnings("ignore", message=r".*You have overridden `on_(before|after)_batch_transfer` in `LightningModule`.*")
-
-
-_ignore_hook_warnings()
-
-NONFINITE_POLICIES = ("error", "skip", "off")
+RUN_DIR_ENV = "CONTRASTIVE_RUN_DIR"  # see _run_dir_for_ddp_processes
 
 
 @dataclass
@@ -66,6 +54,7 @@ class Run:
     run_dir: Path
     resume_from: Optional[Path]
     overrides: Sequence[str] = ()  # the command line's overrides (recorded in the run folder)
+    auto: Dict[str, Any] = field(default_factory=dict)  # what the `auto` settings chose (engine/auto.py)
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -75,11 +64,9 @@ def validate_config(cfg: DictConfig) -> None:
     DATASETS.get(cfg.dataset.name)
     if int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    max_steps = int(cfg.trainer.get("max_steps", -1) or -1)
+    max_steps = int(cfg.trainer.max_steps)
     if int(cfg.trainer.max_epochs) < 1 and not (int(cfg.trainer.max_epochs) == -1 and max_steps > 0):
         raise ConfigError(f"trainer.max_epochs must be >= 1 (or -1 with trainer.max_steps > 0), got {cfg.trainer.max_epochs}")
-    if cfg.trainer.on_nonfinite not in NONFINITE_POLICIES:
-        raise ConfigError(f"trainer.on_nonfinite='{cfg.trainer.on_nonfinite}' is not valid; choose one of {', '.join(NONFINITE_POLICIES)}")
     if cfg.knn.enabled and (int(cfg.knn.k) < 1 or float(cfg.knn.temperature) <= 0 or int(cfg.knn.every_n_epochs) < 1):
         raise ConfigError(f"knn needs k >= 1, temperature > 0 and every_n_epochs >= 1, got k={cfg.knn.k}, "
                           f"temperature={cfg.knn.temperature}, every_n_epochs={cfg.knn.every_n_epochs}")
@@ -91,31 +78,6 @@ def validate_config(cfg: DictConfig) -> None:
     validate_optim_config(cfg.optimizer, cfg.scheduler, int(cfg.trainer.max_epochs))
     validate_loggers(cfg)
     check_trainer_options(cfg)
-
-
-def trainer_options(cfg: DictConfig) -> Dict[str, Any]:
-    """``trainer.*`` keys that are ``pytorch_lightning.Trainer`` arguments, as given."""
-    from contrastive.config.overrides import trainer_parameters
-
-    params = set(trainer_parameters())
-    return {str(k): OmegaConf.to_object(v) if OmegaConf.is_config(v) else v
-            for k, v in cfg.trainer.items() if k in params and k not in ("precision", "logger", "callbacks", "plugins")}
-
-
-def check_trainer_options(cfg: DictConfig) -> None:
-    """Let Lightning judge the Trainer arguments now (one line), not after the data is built."""
-    from lightning_fabric.utilities.exceptions import MisconfigurationException
-
-    options = {k: v for k, v in trainer_options(cfg).items()
-               if k not in ("accelerator", "devices", "num_nodes", "strategy", "sync_batchnorm")}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pl.Trainer(**options, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                       enable_progress_bar=False, enable_model_summary=False)
-    except (MisconfigurationException, ValueError, TypeError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-        raise ConfigError(f"invalid trainer option: {message}") from None
 
 
 def resolve_resume(cfg: DictConfig, run_dir: Optional[Path] = None, own_folder_only: bool = False) -> Optional[Path]:
@@ -147,8 +109,8 @@ def _make_run_dir(cfg: DictConfig, resume_from: Optional[Path], run_dir: Optiona
         run_dir = resume_from.parent.parent
     elif run_dir is not None:
         pass  # the Hydra app's run folder (hydra.run.dir, or the sweep job's folder)
-    elif os.environ.get("CONTRASTIVE_RUN_DIR") and os.environ.get("LOCAL_RANK", "0") != "0":
-        run_dir = Path(os.environ["CONTRASTIVE_RUN_DIR"])  # a DDP process Lightning started: rank 0's folder
+    elif os.environ.get(RUN_DIR_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
+        run_dir = Path(os.environ[RUN_DIR_ENV])  # a DDP process Lightning started: rank 0's folder
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         run_dir = Path(cfg.output_dir) / str(cfg.run_name) / stamp
@@ -196,47 +158,12 @@ def prepare_run(cfg: DictConfig, run_dir: Optional[Path] = None, overrides: Sequ
     check_input_size(model.backbone, *model.input_size())
     if resume_from is not None:  # another backbone/width: one error line now, not a size-mismatch traceback later
         check_checkpoint_fits(load_checkpoint(resume_from), model, resume_from)
+    auto = auto_choices(cfg, model.channels_last, splits)
     run_dir = _make_run_dir(cfg, resume_from, run_dir)
     if resume_from is not None:
         for name in remove_stale_temp_files(run_dir / "checkpoints"):
             log.info("removed %s, left by a run killed while saving", name)
-    return Run(cfg, model, splits, run_dir, resume_from, tuple(overrides))
-
-
-def _precision(cfg: DictConfig) -> str:
-    """``trainer.precision``; ``auto`` is chosen by :func:`contrastive.core.hardware.resolve_precision`."""
-    return resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-
-
-def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> pl.Trainer:
-    """The Lightning trainer of a run: loggers, checkpoints (last + best kNN), progress bar."""
-    _ignore_hook_warnings()
-    t = cfg.trainer
-    ckpt_dir = run_dir / "checkpoints"
-    callbacks = [
-        # last.ckpt after every epoch: what resume=auto continues from.
-        ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_on_train_epoch_end=True, enable_version_counter=False),
-        SaveOnSigterm(ckpt_dir / "last.ckpt"),  # pre-emption: save mid-epoch, exit with status 143
-        RestoreBatchPosition(),  # resume mid-epoch at the next batch (contrastive/data/resume.py)
-        LearningRateMonitor(logging_interval="step"),
-    ]
-    if cfg.knn.enabled:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="knn_top1", mode="max",
-                                         save_on_train_epoch_end=False, enable_version_counter=False))
-    if t.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, int(t.log_every_n_steps))))
-    kwargs: Dict[str, Any] = dict(
-        check_val_every_n_epoch=int(cfg.knn.every_n_epochs), limit_val_batches=1.0 if cfg.knn.enabled else 0,
-        enable_model_summary=False,
-    )
-    kwargs.update(trainer_options(cfg))  # every Trainer argument of the config (trainer.gradient_clip_val, ...)
-    kwargs.update(
-        precision=_precision(cfg), logger=False if "logger" in overrides else build_loggers(cfg, run_dir), callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()], default_root_dir=run_dir, enable_progress_bar=bool(t.progress_bar),
-        use_distributed_sampler=False,
-    )
-    kwargs.update(overrides)
-    return pl.Trainer(**kwargs)
+    return Run(cfg, model, splits, run_dir, resume_from, tuple(overrides), auto)
 
 
 def _knn(trainer: pl.Trainer, model: Method, datamodule: ArrayDataModule) -> Optional[float]:
@@ -246,30 +173,52 @@ def _knn(trainer: pl.Trainer, model: Method, datamodule: ArrayDataModule) -> Opt
 
 def fit(run: Run) -> Dict[str, Any]:
     """Train, checkpoint, and return a summary (also written to ``summary.json``)."""
-    cfg, model = run.cfg, run.model
     from pytorch_lightning.utilities.rank_zero import rank_zero_only  # rank from RANK/LOCAL_RANK/SLURM_PROCID
 
     rank_zero = int(getattr(rank_zero_only, "rank", 0) or 0) == 0
     log_handler = attach_train_log(run.run_dir) if rank_zero else None
     try:
-        return _fit(run, rank_zero)
+        with quiet_warnings():
+            return _fit(run, rank_zero)
     finally:
         if log_handler is not None:
             detach_train_log(log_handler)
 
 
+@contextmanager
+def _run_dir_for_ddp_processes(run_dir: Path) -> Iterator[None]:
+    """While ``trainer.fit`` runs, the DDP processes Lightning starts find this run's folder in
+    ``CONTRASTIVE_RUN_DIR`` (read by :func:`_make_run_dir` when ``LOCAL_RANK`` is not 0).
+
+    Why the environment: Lightning's launcher (``lightning_fabric.strategies.launchers.subprocess_script``)
+    starts processes 1..N-1 by running this script again with the same ``sys.argv`` and a copy of
+    ``os.environ``, nothing else. In the Hydra app (``train.py``) it adds ``hydra.run.dir=<this folder>``,
+    which reaches :func:`prepare_run` as ``run_dir``, so the variable is not read there; a library
+    script (``prepare_run(load_config(...))``) has no argument naming the folder (it is a new
+    timestamp in each process), and the copied environment is the one channel left.
+    """
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    try:
+        yield
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)
+
+
 def _fit(run: Run, rank_zero: bool) -> Dict[str, Any]:
     cfg, model = run.cfg, run.model
     if rank_zero:
+        if run.auto:  # config.yaml keeps `auto`; what it chose, and why, is in the first log lines and env.json
+            log.info(describe_choices(run.auto))
         (run.run_dir / "config.yaml").write_text(to_yaml(cfg))
-        write_run_record(run.run_dir, run.overrides)
+        write_run_record(run.run_dir, run.overrides, run.auto or None)
     datamodule = ArrayDataModule(run.splits, int(cfg.batch_size), int(cfg.seed), batch_sampler_factory=model.batch_sampler_factory(),
-                                 data_on_device=str(cfg.trainer.get("data_on_device", "auto")))
+                                 data_on_device=str(cfg.trainer.data_on_device))
     summary: Dict[str, Any] = {"run_dir": str(run.run_dir), "method": cfg.method.name, "overrides": list(run.overrides)}
     trainer = build_trainer(cfg, run.run_dir)
+    if run.auto:
+        trainer.callbacks.append(RecordDataPlacement(run.auto, run.run_dir, run.splits))
     for logger in trainer.loggers:  # the resolved config, visible in TensorBoard/W&B/MLflow/hparams.yaml
         logger.log_hyperparams(hyperparameters(cfg, run.overrides))
-    os.environ["CONTRASTIVE_RUN_DIR"] = str(run.run_dir)  # inherited by the DDP processes Lightning starts
     if cfg.knn.enabled and cfg.knn.random_init_baseline and run.resume_from is None:
         probe = build_trainer(cfg, run.run_dir, logger=False, callbacks=[], enable_progress_bar=False)
         summary["knn_top1_random_init"] = _knn(probe, model, datamodule)
@@ -277,12 +226,11 @@ def _fit(run: Run, rank_zero: bool) -> Dict[str, Any]:
             log.info("kNN top-1 at random initialisation: %.2f%%", summary["knn_top1_random_init"])
     start = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(run.resume_from) if run.resume_from else None)
+        with _run_dir_for_ddp_processes(run.run_dir):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=str(run.resume_from) if run.resume_from else None)
     except SIGTERMException:
         log.warning("stopped by SIGTERM; checkpoint %s", run.run_dir / "checkpoints" / "last.ckpt")
         raise SystemExit(SIGTERM_EXIT_CODE) from None
-    finally:
-        os.environ.pop("CONTRASTIVE_RUN_DIR", None)
     summary["train_seconds"] = round(time.perf_counter() - start, 1)
     summary["epochs"] = int(trainer.current_epoch)
     if cfg.knn.enabled:

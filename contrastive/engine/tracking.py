@@ -16,7 +16,7 @@ import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -138,10 +138,22 @@ def environment() -> Dict[str, Any]:
     }
 
 
-def write_run_record(run_dir: Path, overrides: Sequence[str]) -> None:
-    """``env.json`` and ``overrides.yaml`` (the command-line overrides) in the run folder."""
-    (run_dir / "env.json").write_text(json.dumps(environment(), indent=2) + "\n")
+def write_run_record(run_dir: Path, overrides: Sequence[str], auto: Optional[Dict[str, Any]] = None) -> None:
+    """``env.json`` (with ``auto``: what the ``auto`` settings chose, :mod:`contrastive.engine.auto`)
+    and ``overrides.yaml`` (the command-line overrides) in the run folder."""
+    record = environment()
+    if auto is not None:
+        record["auto"] = auto
+    (run_dir / "env.json").write_text(json.dumps(record, indent=2) + "\n")
     (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))) if overrides else "[]\n")
+
+
+def update_run_record(run_dir: Path, entries: Dict[str, Any]) -> None:
+    """Set top-level ``entries`` of the run folder's ``env.json``."""
+    path = run_dir / "env.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    record.update(entries)
+    path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def attach_train_log(run_dir: Path) -> logging.Handler:

@@ -60,7 +60,7 @@ def export_backbone(backbone: torch.nn.Module, backbone_cfg: DictConfig, image_s
     from safetensors.torch import save_file
 
     save_file(state, str(path.with_suffix(".safetensors")), metadata={"backbone": str(backbone_cfg.name)})
-    kwargs = OmegaConf.to_container(backbone_cfg.get("kwargs") or OmegaConf.create({}))
+    kwargs = OmegaConf.to_container(backbone_cfg.kwargs or OmegaConf.create({}))
     small_stem = bool(getattr(backbone, "small_stem", False))
     record = {
         "backbone": str(backbone_cfg.name), "small_stem": small_stem, "kwargs": kwargs,

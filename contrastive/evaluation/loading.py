@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, OmegaConf
 
 from contrastive.augment.pipelines import EvalTransform
-from contrastive.backbones.factory import check_input_size, resolve_small_stem
+from contrastive.backbones.factory import check_input_size
 from contrastive.engine.checkpoint import load_checkpoint
 from contrastive.config.compose import load_config
+from contrastive.config.overrides import split_run_overrides
 from contrastive.config.plugins import import_plugins, load_builtin_methods
 from contrastive.data import DatasetSplits, build_dataset
 from contrastive.core.errors import CheckpointError, ConfigError, ContrastiveError
@@ -28,13 +28,13 @@ from contrastive.evaluation.features import config_sha256, file_sha256, frozen_e
 from contrastive.evaluation.probe import load_head
 from contrastive.metrics.knn import KNN_BACKENDS
 from contrastive.engine.method import DataInfo, Method
-from contrastive.core.registry import BACKBONES, METHODS
+from contrastive.core.registry import METHODS
+from contrastive.evaluation.run_config import RUN_GROUPS, build_run_config, check_backbone_matches, overrides_backbone
 
 log = logging.getLogger("contrastive")
 
 MODES = ("linear", "finetune", "knn", "all")
 PROBE_OPTIMIZERS = ("sgd", "lbfgs")
-RUN_GROUPS = ("dataset", "backbone")  # overrides that go to the run config, not eval.yaml
 
 
 @dataclass
@@ -53,20 +53,6 @@ class EvalSetup:
     feature_dim: int
     device: torch.device
     head: Optional[torch.nn.Linear] = None  # eval.linear.head, loaded
-
-
-def split_overrides(argv: Sequence[str]) -> Tuple[List[str], List[str], List[str]]:
-    """``(eval overrides, dataset/backbone overrides, hydra.* overrides)``."""
-    own, run, hydra = [], [], []
-    for arg in argv:
-        key = arg.split("=", 1)[0].lstrip("+~")
-        if key.startswith("hydra."):
-            hydra.append(arg)
-        elif key.split(".")[0] in RUN_GROUPS:
-            run.append(arg)
-        else:
-            own.append(arg)
-    return own, run, hydra
 
 
 def validate_eval_config(cfg: DictConfig) -> None:
@@ -110,77 +96,12 @@ def find_newest_checkpoint(output_dir: Path) -> Path:
     return found[-1]
 
 
-def _dotted(overrides: Sequence[str], group: str) -> List[str]:
-    return [a for a in overrides if a.split("=", 1)[0].lstrip("+~").startswith(group + ".")]
-
-
-def _group_choice(overrides: Sequence[str], group: str) -> Optional[str]:
-    chosen = [a.split("=", 1)[1] for a in overrides if a.split("=", 1)[0].lstrip("+") == group]
-    return chosen[-1] if chosen else None
-
-
-def _apply_dotted(node: DictConfig, dotted: Sequence[str], group: str) -> DictConfig:
-    """``group.a.b=v`` overrides onto ``node`` (struct: an unknown key is an error, ``+`` adds one)."""
-    node = OmegaConf.create(OmegaConf.to_container(node))
-    OmegaConf.set_struct(node, True)
-    for arg in dotted:
-        key, _, value = arg.partition("=")
-        name = key.lstrip("+~")
-        try:
-            patch = OmegaConf.from_dotlist([f"{name[len(group) + 1:]}={value}"])
-            if key.startswith("+"):
-                with open_dict(node):
-                    node = OmegaConf.merge(node, patch)
-            else:
-                node = OmegaConf.merge(node, patch)
-        except OmegaConfBaseException:
-            raise ConfigError(f"unknown config key '{name}' (check its spelling; `+{name}=...` adds a new key)") from None
-    return node
-
-
-def build_run_config(ckpt_config: Optional[Dict[str, Any]], run_overrides: Sequence[str], hydra: Sequence[str], seed: int) -> DictConfig:
-    """The run config: the checkpoint's (or, for ``checkpoint=random``, train.yaml's) with
-    ``dataset=``/``backbone=`` group choices (fresh from configs/) and dotted overrides."""
-    if ckpt_config is None:  # checkpoint=random
-        if _group_choice(run_overrides, "backbone") is None:
-            raise ConfigError(f"checkpoint=random needs backbone=<name>; valid choices: {', '.join(BACKBONES.names())}")
-        cfg = load_config(list(run_overrides) + list(hydra) + [f"seed={seed}"])
-    else:
-        cfg = OmegaConf.create(ckpt_config)
-        for group in RUN_GROUPS:
-            choice, dotted = _group_choice(run_overrides, group), _dotted(run_overrides, group)
-            if choice is not None:  # a fresh group config, with this group's dotted overrides
-                cfg[group] = load_config([f"{group}={choice}", *dotted, *hydra])[group]
-            elif dotted:
-                cfg[group] = _apply_dotted(cfg[group], dotted, group)
-    with open_dict(cfg):
-        cfg.dataset.label_fraction = 1.0  # the evaluator draws its own subset (eval.label_fraction)
-    return cfg
-
-
-def check_backbone_matches(saved: Dict[str, Any], wanted: DictConfig, image_size: int, path: str) -> None:
-    """A ``backbone`` override must describe the checkpoint's own backbone."""
-    def describe(b: Any) -> Tuple[str, bool, Dict[str, Any]]:
-        kwargs = b.get("kwargs") or {}
-        kwargs = OmegaConf.to_container(kwargs) if isinstance(kwargs, DictConfig) else dict(kwargs)
-        return str(b["name"]), resolve_small_stem(b.get("small_stem", "auto"), image_size), kwargs
-
-    have, want = describe(saved), describe(wanted)
-    if have != want:
-        raise CheckpointError(
-            f"checkpoint '{path}' holds backbone '{have[0]}' (small_stem={have[1]}, kwargs={have[2]}), but the "
-            f"override asks for '{want[0]}' (small_stem={want[1]}, kwargs={want[2]}); drop the backbone override, "
-            "or use checkpoint=random for an untrained encoder"
-        )
-
-
 def build_model(ckpt: Optional[Dict[str, Any]], run_cfg: DictConfig, path: str, seed: int) -> Method:
     """The checkpoint's method with its weights, or a bare random-init :class:`Method` (seeded)."""
-    if ckpt is None:
+    if ckpt is None:  # a bare encoder without heads: the class count comes from the data later
         d = run_cfg.dataset
         torch.manual_seed(seed)
-        data = DataInfo(int(d.get("num_classes", 0) or 0), int(d.image_size), tuple(d.mean), tuple(d.std), 0)
-        return Method(run_cfg, data)
+        return Method(run_cfg, DataInfo(0, int(d.image_size), tuple(d.mean), tuple(d.std), 0))
     meta = ckpt["contrastive"]
     try:
         method_cls = METHODS.get(meta["method"])
@@ -197,7 +118,7 @@ def build_model(ckpt: Optional[Dict[str, Any]], run_cfg: DictConfig, path: str, 
 
 def _import_plugins(cfg: DictConfig, ckpt_config: Optional[Dict[str, Any]]) -> None:
     """The training run's plugins (when still where they were), then ``plugins=[...]``."""
-    for spec in (ckpt_config or {}).get("plugins") or []:
+    for spec in (ckpt_config or {"plugins": []})["plugins"] or []:
         try:
             import_plugins([spec])
         except (ContrastiveError, ImportError, OSError) as err:
@@ -243,16 +164,16 @@ def load_model(argv: Sequence[str]) -> LoadedModel:
         ContrastiveError: Bad config value, missing/corrupt checkpoint, a backbone override
             that does not match the checkpoint, weights that do not fit.
     """
-    own, run_overrides, hydra = split_overrides(argv)
+    own, run_overrides, hydra = split_run_overrides(argv, RUN_GROUPS)
     cfg = load_config(own + hydra, config_name="eval")
     validate_eval_config(cfg)
     checkpoint, ckpt, sha = resolve_checkpoint(cfg)
-    ckpt_config = ckpt["contrastive"].get("config") if ckpt is not None else None
+    ckpt_config = ckpt["contrastive"]["config"] if ckpt is not None else None
     _import_plugins(cfg, ckpt_config)
     run_cfg = build_run_config(ckpt_config, run_overrides, hydra, int(cfg.seed))
     if ckpt is None:
         sha = config_sha256({"random": OmegaConf.to_container(run_cfg.backbone), "seed": int(cfg.seed)})
-    elif _group_choice(run_overrides, "backbone") is not None or _dotted(run_overrides, "backbone"):
+    elif overrides_backbone(run_overrides):
         image_size = int(ckpt["contrastive"]["data"]["image_size"])
         check_backbone_matches(ckpt_config["backbone"], run_cfg.backbone, image_size, checkpoint)
     model = build_model(ckpt, run_cfg, checkpoint, int(cfg.seed))

@@ -15,7 +15,7 @@ into e.g. ``torchvision.models.resnet18(num_classes=C).fc``.
 The probe trains in fp32 on every device, also where ``eval.amp=auto`` extracts the
 features in bf16. Our choice, not measured on a bf16 CPU: its matmuls (batch 256 x D -> C)
 are small, so bf16 could gain little there, and an fp32 probe keeps linear top-1
-comparable across machines (``benchmarks/bench_eval.py`` times the probe).
+comparable across machines (``benchmarks/speed/components/bench_eval.py`` times the probe).
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes
     with torch.no_grad():
         head.weight.normal_(0.0, 0.01, generator=generator)  # MoCo v3 / MAE init
         head.bias.zero_()
-    if str(cfg.get("optimizer", "sgd")) == "lbfgs":
-        _fit_lbfgs(head, x, y, float(cfg.weight_decay), int(cfg.get("lbfgs_iters", 500)))
+    if str(cfg.optimizer) == "lbfgs":
+        _fit_lbfgs(head, x, y, float(cfg.weight_decay), int(cfg.lbfgs_iters))
     else:
         _fit_sgd(head, x, y, cfg, generator, progress)
     return fold_standardisation(head, mean, std)

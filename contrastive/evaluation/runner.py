@@ -45,7 +45,7 @@ def _linear(setup: EvalSetup, feats: FeatureSet, progress: bool) -> Dict[str, An
     cfg = setup.cfg.eval.linear
     start = time.perf_counter()
     idx = setup.train_index
-    if cfg.get("augment", False) and setup.head is None:  # SimCLR Appendix B.6: crops and flips, frozen encoder
+    if cfg.augment and setup.head is None:  # SimCLR Appendix B.6: crops and flips, frozen encoder
         head = train_augmented_probe(setup.model, setup.splits.train_labeled.subset(idx), setup.splits.num_classes,
                                      setup.transform, cfg, setup.device, use_amp(setup.cfg, setup.device), int(setup.cfg.seed), progress)
     else:
@@ -55,15 +55,15 @@ def _linear(setup: EvalSetup, feats: FeatureSet, progress: bool) -> Dict[str, An
     name = result_name("linear_head", str(setup.run_cfg.dataset.name), float(setup.cfg.eval.label_fraction))
     head_path = save_head(head, setup.eval_dir / name.replace(".json", ".pt"))
     recipe = {k: cfg[k] for k in ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "feature_norm")}
-    recipe["optimizer"] = str(cfg.get("optimizer", "sgd"))
-    recipe["augment"] = bool(cfg.get("augment", False))
+    recipe["optimizer"] = str(cfg.optimizer)
+    recipe["augment"] = bool(cfg.augment)
     return _row(setup, "linear", top1, top5, time.perf_counter() - start, feature_seconds=round(feats.seconds, 2),
                 features_cached=feats.cached, head=str(head_path), reused_head=setup.head is not None, recipe=recipe)
 
 
 def _knn(setup: EvalSetup, feats: FeatureSet) -> Dict[str, Any]:
     knn = setup.cfg.eval.knn
-    k, t, backend = int(knn.k), float(knn.temperature), str(knn.get("backend", "auto"))
+    k, t, backend = int(knn.k), float(knn.temperature), str(knn.backend)
     start = time.perf_counter()
     idx = setup.train_index
     device = setup.device

@@ -58,9 +58,9 @@ def knn_scores(
         chunk_size: Queries per matmul, bounding memory to ``chunk_size x N``.
         backend: Neighbour search: ``torch`` (chunked matmul + topk, any device),
             ``faiss`` (exact ``IndexFlatIP`` on the CPU) or ``auto``: faiss for CPU tensors
-            when it is installed, torch otherwise. Why: ``benchmarks/bench_eval.py`` at
+            when it is installed, torch otherwise. Why: ``benchmarks/speed/components/bench_eval.py`` at
             50k x 512 bank, 10k queries, k=200, 1 CPU thread measured faiss 6.9 s vs torch
-            9.0 s (medians of 3, identical predictions; benchmarks/results/bench_eval-cpu.json);
+            9.0 s (medians of 3, identical predictions; benchmarks/speed/components/results/bench_eval-cpu.json);
             faiss-cpu cannot use a GPU (the bank and queries would have to leave the
             device), so GPU tensors use torch.
         amp: torch backend only: the similarity matmul in bf16 (scores and votes stay fp32).
@@ -87,6 +87,13 @@ def knn_scores(
         top_sims, top_idx = _faiss_topk(bank, queries, k)  # [M, k] each
         votes = torch.zeros(queries.shape[0], num_classes)  # [M, C]
         return votes.scatter_add_(1, labels.cpu()[top_idx], (top_sims / temperature).exp())
+    return _torch_votes(bank, labels, queries, num_classes, k, temperature, chunk_size, amp)
+
+
+def _torch_votes(bank: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor, num_classes: int, k: int,
+                 temperature: float, chunk_size: int, amp: bool) -> torch.Tensor:
+    """The torch backend of :func:`knn_scores`: normalised ``bank [N, D]`` (labels ``[N]``) and
+    ``queries [M, D]`` -> summed vote weights ``[M, C]``, ``chunk_size`` queries per matmul."""
     out = []
     bank_lp = bank.bfloat16() if amp else None  # [N, D], converted once
     for start in range(0, queries.shape[0], chunk_size):

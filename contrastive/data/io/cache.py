@@ -4,7 +4,7 @@ Layout of ``<cache_dir>/<key>.u8`` (``key`` = checksum of the source listing - p
 labels, sizes, modification times - and of the decode settings)::
 
     [0, 4096)          header: MAGIC, then JSON {key, num, shape, labels_offset,
-                       trailer_offset, trailer_bytes, crc32}
+                       trailer_offset, trailer_bytes, crc32, info}
     [4096, ...)        images, uint8 [N, 3, S, S], C order
     labels_offset      labels, int64 [N]
     trailer_offset     JSON list of the files skipped as unreadable
@@ -18,9 +18,10 @@ the one that builds it. Readers map it copy-on-write: the pages are the kernel's
 cache, shared by all processes, so a second DDP rank adds almost no private memory
 (measured in BENCHMARKS.md).
 
-A cache that is truncated, has a bad header or (``verify``) a wrong CRC is named in one
-warning and rebuilt. A cache folder that cannot be written gives one warning and a
-plain in-memory decode (still without the 2x peak).
+A cache that is truncated, has a bad header, was made with other settings (``info``, e.g.
+another decoder) or (``verify``) has a wrong CRC is named in one warning and rebuilt: a
+damaged cache is never fatal. A cache folder that cannot be written gives one warning
+and a plain in-memory decode (still without the 2x peak).
 """
 
 from __future__ import annotations
@@ -66,20 +67,33 @@ def _read_header(path: Path) -> dict:
     if len(raw) < HEADER_BYTES or not raw.startswith(MAGIC):
         raise CacheCorrupt("bad or missing header")
     try:
-        return json.loads(raw[len(MAGIC):].rstrip(b"\0 ").decode())
+        header = json.loads(raw[len(MAGIC):].rstrip(b"\0 ").decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CacheCorrupt("unreadable header") from None
+    if not isinstance(header, dict):
+        raise CacheCorrupt("unreadable header")
+    return header
 
 
-def open_cache(path: Path, key: str, verify: bool) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+def open_cache(path: Path, key: str, verify: bool, info: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
     """Map a finished cache file: ``(images uint8 [N,3,S,S] backed by the file, labels [N], skipped)``.
 
+    Args:
+        path: The cache file.
+        key: The expected key.
+        verify: Check the CRC-32.
+        info: Settings the header must record (e.g. ``{"decoder": "pil"}``).
+
     Raises:
-        CacheCorrupt: Wrong key, truncated, or (with ``verify``) wrong CRC-32.
+        CacheCorrupt: Wrong key or settings, truncated, or (with ``verify``) wrong CRC-32.
     """
     header = _read_header(path)
     if header.get("key") != key:
         raise CacheCorrupt(f"key {header.get('key')} != {key}")
+    made_with = header.get("info") or {}
+    for name, value in (info or {}).items():
+        if made_with.get(name) != value:
+            raise CacheCorrupt(f"made with {name}={made_with.get(name)}, this run uses {name}={value}")
     num, shape = int(header["num"]), tuple(int(s) for s in header["shape"])
     end = int(header["trailer_offset"]) + int(header["trailer_bytes"])
     if path.stat().st_size != end:
@@ -130,7 +144,7 @@ def _compact(buffer: torch.Tensor, keep: Sequence[int]) -> None:
 
 
 def _build(path: Path, key: str, labels: torch.Tensor, shape: Tuple[int, ...], decode: Decode, names: Sequence[str],
-           desc: str) -> None:
+           desc: str, info: dict) -> None:
     n, per_image = len(labels), int(np.prod(shape))
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
@@ -154,7 +168,8 @@ def _build(path: Path, key: str, labels: torch.Tensor, shape: Tuple[int, ...], d
             raw = np.memmap(tmp, dtype=np.uint8, mode="r+")
         raw[trailer_offset:end] = np.frombuffer(trailer, np.uint8)
         header = {"key": key, "num": kept, "shape": list(shape), "labels_offset": labels_offset,
-                  "trailer_offset": trailer_offset, "trailer_bytes": len(trailer), "crc32": _crc(raw, trailer_offset)}
+                  "trailer_offset": trailer_offset, "trailer_bytes": len(trailer), "crc32": _crc(raw, trailer_offset),
+                  "info": info}
         blob = MAGIC + json.dumps(header).encode()
         raw[: len(blob)] = np.frombuffer(blob, np.uint8)
         raw.flush()
@@ -184,7 +199,8 @@ def writable_dir(cache_dir: Path) -> bool:
 
 
 def cached_decode(cache_dir: Optional[Path], key: str, labels: torch.Tensor, shape: Tuple[int, ...], decode: Decode,
-                  names: Sequence[str], desc: str, verify: bool = True) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+                  names: Sequence[str], desc: str, verify: bool = True,
+                  info: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
     """``(images [N', 3, S, S], labels [N'], skipped names)`` from the cache, building it if needed.
 
     Args:
@@ -196,6 +212,8 @@ def cached_decode(cache_dir: Optional[Path], key: str, labels: torch.Tensor, sha
         names: File names, for the skipped list.
         desc: Progress-bar label.
         verify: Check the CRC-32 of a cache before using it (a full read of the file).
+        info: Settings recorded in the header and checked when it is opened (a cache made
+            with others is rebuilt), e.g. ``{"decoder": "torchcodec"}``.
     """
     if cache_dir is None or not writable_dir(Path(cache_dir)):
         images = torch.empty((len(labels), *shape), dtype=torch.uint8)
@@ -207,9 +225,9 @@ def cached_decode(cache_dir: Optional[Path], key: str, labels: torch.Tensor, sha
     with _locked(path.with_suffix(".lock")):
         if path.is_file():
             try:
-                return open_cache(path, key, verify)
-            except (CacheCorrupt, OSError, ValueError, KeyError) as err:
+                return open_cache(path, key, verify, info)
+            except (CacheCorrupt, OSError, ValueError, KeyError, TypeError, AttributeError) as err:
                 log.warning("decode cache %s is unusable (%s); rebuilding it", path, err)
                 path.unlink(missing_ok=True)
-        _build(path, key, labels, shape, decode, names, desc)
-    return open_cache(path, key, verify=False)
+        _build(path, key, labels, shape, decode, names, desc, dict(info or {}))
+    return open_cache(path, key, False, info)

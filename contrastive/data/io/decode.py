@@ -1,13 +1,20 @@
-"""Decoding one image file to RGB uint8, and the per-image geometric transforms.
+"""Decoding one image to RGB uint8, and the per-image geometric transforms.
 
-One function per step, shared by the in-memory path (:mod:`contrastive.data.io.folders`)
-and the streaming path (:mod:`contrastive.data.stream`), so both give bit-identical
-evaluation tensors for the same file.
+One decode function, :func:`decode_rgb`, for every path: the in-memory folder loading
+and its decoded-image cache (:mod:`contrastive.data.io.folders`), the file stream
+workers (:mod:`contrastive.data.stream`) and the shard reader
+(:mod:`contrastive.data.shards.reader`), so all give identical tensors for one file.
 
-* :func:`load_rgb`: file -> uint8 ``[3, H, W]``; any mode (grayscale, RGBA, CMYK,
-  palette, 16-bit) becomes 8-bit RGB. Decoders: ``pil`` (Pillow) and ``torchvision``
-  (``torchvision.io.decode_jpeg`` for JPEGs, Pillow for everything else); the default
-  was chosen by ``benchmarks/bench_data.py`` (see BENCHMARKS.md).
+* :func:`decode_rgb`: file or encoded bytes -> uint8 ``[3, H, W]`` RGB, optionally with
+  the evaluation protocol (resize the shorter side, center crop). ``dataset.decoder``
+  (:data:`DECODERS`): ``torchcodec`` (the optional extra ``contrastive[torchcodec]``),
+  ``torchvision`` (``torchvision.io.decode_image``) or ``pil`` (Pillow); ``auto``
+  (:func:`resolve_decoder`) takes the first of these that works on this machine. The
+  two libraries decode JPEG and PNG; every other format, and a JPEG or PNG variant they
+  refuse, goes through Pillow. Every decoder gives the same tensor: the EXIF orientation
+  is applied, any mode (grayscale, LA, RGBA, palette, CMYK, 16-bit) becomes 8-bit RGB
+  (alpha dropped, not composited; 16 bits scaled by their depth, ``>> 8``), and a file
+  no decoder reads fails with Pillow's reason whichever decoder was asked for.
 * :func:`resize_center_crop`: the evaluation protocol (resize the shorter side, then
   center-crop, e.g. 256 -> 224).
 * :func:`sample_crop_box` / :func:`crop_resize`: torchvision's ``RandomResizedCrop``
@@ -18,27 +25,163 @@ from __future__ import annotations
 
 import io
 import math
+import threading
+import warnings
+from functools import lru_cache
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from contrastive.core.errors import ConfigError
 
-DECODERS = ("pil", "torchvision")
-_JPEG_SUFFIXES = (".jpg", ".jpeg")
+DECODERS = ("auto", "torchcodec", "torchvision", "pil")
+_LIBRARIES = ("torchcodec", "torchvision")  # the order ``auto`` tries them in
+_MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png"}  # the formats the libraries decode
+_TORCHVISION_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
+Source = bytes | bytearray | memoryview | Path | str
+
+
+def resolve_decoder(name: str) -> str:
+    """The concrete decoder ``dataset.decoder=name`` uses on this machine.
+
+    Args:
+        name: One of :data:`DECODERS`.
+
+    Returns:
+        ``"torchcodec"``, ``"torchvision"`` or ``"pil"``: for ``auto``, torchcodec when it
+        is installed and works, else torchvision when its image decoders load, else Pillow.
+
+    Raises:
+        ConfigError: ``name`` is not a decoder, or names a library that does not work here.
+    """
+    name = str(name)
+    if name not in DECODERS:
+        raise ConfigError(f"dataset.decoder='{name}' is not valid; choose one of {', '.join(DECODERS)}")
+    if name == "auto":
+        return next((lib for lib in _LIBRARIES if _unavailable(lib) is None), "pil")
+    reason = _unavailable(name)
+    if reason is not None:
+        raise ConfigError(f"dataset.decoder={name} cannot decode on this machine ({reason}); use dataset.decoder=auto or pil")
+    return name
+
+
+@lru_cache(maxsize=None)
+def _unavailable(name: str) -> Optional[str]:
+    """``None`` when decoder ``name`` works here (a 2x1 JPEG tagged "rotate 90" comes out
+    1x2), else why not. Checked once per process."""
+    if name == "pil":
+        return None
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90 degrees clockwise
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 1), (200, 30, 90)).save(buffer, format="JPEG", exif=exif.tobytes())
+    try:
+        out = _LIBRARY_DECODE[name](torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8), "jpeg")
+    except ImportError:
+        return f"{name} is not installed" + (": pip install 'contrastive[torchcodec]'" if name == "torchcodec" else "")
+    except (RuntimeError, OSError, ValueError, TypeError) as err:
+        return f"{name} failed on a test image: {err.__class__.__name__}"
+    if tuple(out.shape) != (3, 2, 1):
+        return f"this {name} version does not apply the EXIF orientation; upgrade it"
+    return None
+
+
+def decode_rgb(source: Source, decoder: str = "auto", size: Optional[int] = None, resize: Optional[int] = None) -> torch.Tensor:
+    """Decode an image file, or its encoded bytes (a shard entry), to uint8 RGB.
+
+    Args:
+        source: A path, or the encoded image.
+        decoder: One of :data:`DECODERS` (``auto``: :func:`resolve_decoder`).
+        size: ``None``: the full image. Else the evaluation protocol: the shorter side
+            resized to ``resize`` with antialiasing, then center-cropped to ``size``.
+        resize: Shorter side before the crop (``None``: ``size``).
+
+    Returns:
+        uint8 ``[3, H, W]``, or ``[3, size, size]`` with ``size``.
+
+    Raises:
+        ConfigError: ``decoder`` is not valid here (see :func:`resolve_decoder`).
+        OSError / ValueError / RuntimeError: The image cannot be decoded (the callers
+            apply ``dataset.on_bad_image``).
+    """
+    name = resolve_decoder(decoder)
+    if isinstance(source, (str, Path)):
+        data = np.fromfile(source, dtype=np.uint8)  # writable: the libraries take it without a copy
+    else:
+        data = np.frombuffer(bytearray(source), dtype=np.uint8)
+    image = None
+    fmt = next((f for magic, f in _MAGIC.items() if data[: len(magic)].tobytes() == magic), None)
+    if name != "pil" and fmt is not None:
+        try:
+            image = _LIBRARY_DECODE[name](torch.from_numpy(data), fmt)
+        except (RuntimeError, ValueError):
+            image = None  # a variant the library cannot give as RGB, or a damaged file: Pillow decides
+    if image is None:
+        image = _pil_decode(data)
+    image = image.contiguous()
+    return image if size is None else resize_center_crop(image, size, resize)
+
+
+def _to_8bit(image: torch.Tensor) -> torch.Tensor:
+    """A 16-bit decode (uint16) scaled by its bit depth as Pillow does: the high byte."""
+    return image if image.dtype == torch.uint8 else (image.to(torch.int32) >> 8).to(torch.uint8)
+
+
+def _torchcodec(data: torch.Tensor, fmt: str) -> torch.Tensor:
+    """torchcodec (it applies the EXIF orientation of JPEGs and PNGs itself)."""
+    from torchcodec.decoders import decode_jpeg, decode_png
+
+    if fmt == "jpeg":
+        return decode_jpeg(data, mode="RGB")
+    return _to_8bit(decode_png(data, mode="RGB", output_dtype="auto"))
+
+
+class _QuietTorchvision:
+    """Ignores torchvision's DeprecationWarning of its image decoders while one of them runs.
+
+    Not ``warnings.catch_warnings``: it swaps the process-wide filter list, so threads
+    decoding at once would restore each other's lists. The first decoding thread adds
+    the one filter, the last removes it.
+    """
+
+    def __init__(self) -> None:
+        self._lock, self._users, self._entry = threading.Lock(), 0, None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                warnings.filterwarnings("ignore", message=_TORCHVISION_DEPRECATION, category=DeprecationWarning)
+                self._entry = warnings.filters[0]
+            self._users += 1
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._entry in warnings.filters:
+                warnings.filters.remove(self._entry)
+
+
+_QUIET_TORCHVISION = _QuietTorchvision()
+
+
+def _torchvision(data: torch.Tensor, fmt: str) -> torch.Tensor:
+    """``torchvision.io.decode_image`` (deprecated since torchvision 0.29; its warning is silenced here)."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    with _QUIET_TORCHVISION:
+        return _to_8bit(decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True))
+
+
+_LIBRARY_DECODE = {"torchcodec": _torchcodec, "torchvision": _torchvision}
 
 
 def _pil_rgb(image: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> uint8 ``[H, W, 3]``.
-
-    16-bit and 32-bit integer modes (``I;16``, ``I``) are scaled to 8 bits by their
-    bit depth rather than clipped; CMYK, palette, LA and RGBA go through Pillow's
-    ``convert("RGB")`` (alpha is dropped, not composited).
-    """
+    """Any Pillow mode -> uint8 ``[H, W, 3]``: 16/32-bit integers scaled by their bit depth,
+    not clipped; CMYK, palette, LA and RGBA through ``convert("RGB")`` (alpha dropped)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         values = np.asarray(image, dtype=np.int64)
         shift = 8 if image.mode.startswith("I;16") or values.max(initial=0) < 65536 else 24
@@ -52,52 +195,14 @@ def _pil_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def load_rgb(path: Path | str, decoder: str = "pil") -> torch.Tensor:
-    """Decode an image file to uint8 ``[3, H, W]`` RGB.
-
-    Args:
-        path: The file.
-        decoder: One of :data:`DECODERS`.
-
-    Raises:
-        OSError / ValueError / RuntimeError: The file cannot be decoded (the callers
-        apply ``dataset.on_bad_image``).
-    """
-    if decoder == "torchvision" and str(path).lower().endswith(_JPEG_SUFFIXES):
-        from torchvision.io import ImageReadMode, decode_jpeg, read_file
-
-        try:
-            return decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB)  # [3, H, W]
-        except RuntimeError as err:  # a JPEG variant libjpeg cannot give as RGB: Pillow decides
-            try:
-                return _pil_tensor(path)
-            except (OSError, ValueError):
-                raise err from None  # unreadable for both: report the first decoder's reason
-    if decoder not in DECODERS:
-        raise ConfigError(f"dataset.decoder='{decoder}' is not valid; choose one of {', '.join(DECODERS)}")
-    return _pil_tensor(path)
-
-
-def load_rgb_bytes(data: bytes | memoryview, decoder: str = "torchvision") -> torch.Tensor:
-    """:func:`load_rgb` of an encoded image held in memory (a shard entry): uint8 ``[3, H, W]``."""
-    if decoder == "torchvision" and bytes(data[:3]) == b"\xff\xd8\xff":  # the JPEG magic number
-        from torchvision.io import ImageReadMode, decode_jpeg
-
-        try:
-            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)  # [3, H, W]
-        except RuntimeError as err:
-            try:
-                return _pil_tensor(io.BytesIO(data))
-            except (OSError, ValueError):
-                raise err from None
-    if decoder not in DECODERS:
-        raise ConfigError(f"dataset.decoder='{decoder}' is not valid; choose one of {', '.join(DECODERS)}")
-    return _pil_tensor(io.BytesIO(data))
-
-
-def _pil_tensor(path: Path | str | io.BytesIO) -> torch.Tensor:
-    with Image.open(path) as image:
-        array = _pil_rgb(image)  # [H, W, 3]
+def _pil_decode(data: np.ndarray) -> torch.Tensor:
+    """Pillow: uint8 ``[3, H, W]``, EXIF orientation applied (``ImageOps.exif_transpose``)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            ImageOps.exif_transpose(image, in_place=True)
+            array = _pil_rgb(image)  # [H, W, 3]
+    except UnidentifiedImageError:
+        raise OSError(f"not an image format Pillow reads ({len(data)} bytes)") from None
     return torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).contiguous()  # [3, H, W]; Pillow's view is read-only
 
 
@@ -106,7 +211,7 @@ def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     (torchvision's tensor ``Resize(antialias=True)``).
 
     On CPU the uint8 kernel is used directly (torchvision's fast path): 2.3-3x faster
-    than converting to float and back, within 1 grey level of it (benchmarks/bench_data.py).
+    than converting to float and back, within 1 grey level of it (benchmarks/speed/components/bench_data.py).
     """
     if tuple(image.shape[-2:]) == (height, width):
         return image

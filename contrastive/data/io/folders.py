@@ -19,14 +19,16 @@ import torch
 
 from contrastive.data.base import ImageArray
 from contrastive.data.io.cache import cached_decode
-from contrastive.data.io.decode import load_rgb, resize_center_crop
+from contrastive.data.io.decode import decode_rgb, resolve_decoder
 from contrastive.core.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 BAD_IMAGE_POLICIES = ("error", "skip")
-CACHE_FORMAT = 3  # 1: torch.save'd .pt files; 2: the memory-mapped file of contrastive.data.io.cache; 3: uint8 resize
+# 1: torch.save'd .pt files; 2: the memory-mapped file of contrastive.data.io.cache; 3: uint8 resize;
+# 4: EXIF orientation applied by every decoder, the concrete decoder (auto resolved) in the key and header
+CACHE_FORMAT = 4
 
 
 def list_class_folders(root: Path) -> Tuple[List[str], List[Tuple[Path, int]]]:
@@ -55,13 +57,6 @@ def _cache_key(samples: Sequence[Tuple[Path, int]], settings: str) -> str:
     return digest.hexdigest()[:20]
 
 
-def decode_one(path: Path, size: int, resize: Optional[int] = None, decoder: str = "torchvision") -> torch.Tensor:
-    """One file -> uint8 ``[3, size, size]``: RGB, shorter side resized to ``resize``
-    (default ``size``) with antialiasing, then center-cropped. The in-memory cache and the
-    streamed evaluation batches both call this, so their tensors are identical."""
-    return resize_center_crop(load_rgb(path, decoder), size, resize)
-
-
 def _check_policy(on_bad_image: str) -> None:
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise DatasetError(f"dataset.on_bad_image='{on_bad_image}' is not valid; choose one of {BAD_IMAGE_POLICIES}")
@@ -79,7 +74,7 @@ def decode_files(
     cache_dir: Optional[Path] = None,
     desc: str = "decoding",
     resize: Optional[int] = None,
-    decoder: str = "torchvision",
+    decoder: str = "auto",
     verify: bool = True,
 ) -> Tuple[ImageArray, List[str]]:
     """Decode ``(path, label)`` pairs into an :class:`ImageArray` (memory-mapped when cached).
@@ -93,19 +88,21 @@ def decode_files(
             ``None`` disables the cache.
         desc: Progress-bar label.
         resize: Shorter side before the center crop (``None``: ``size``).
-        decoder: See :data:`contrastive.data.io.decode.DECODERS`.
+        decoder: See :data:`contrastive.data.io.decode.DECODERS`; the concrete one
+            (``auto`` resolved) is part of the cache key and recorded in its header.
         verify: Check the cache's CRC-32 before using it.
 
     Returns:
         The decoded array and the list of skipped files.
     """
     _check_policy(on_bad_image)
+    decoder = resolve_decoder(decoder)
     if not samples:
         raise DatasetError("no images to decode")
 
     def work(i: int) -> Optional[torch.Tensor]:
         try:
-            return decode_one(samples[i][0], size, resize, decoder)
+            return decode_rgb(samples[i][0], decoder, size, resize)  # the stream's evaluation batches: the same call
         except (RuntimeError, ValueError, OSError) as err:
             if on_bad_image == "error":
                 raise bad_image_error(samples[i][0], err) from None
@@ -115,7 +112,7 @@ def decode_files(
     settings = f"{size}|{resize}|{decoder}|{on_bad_image}"
     key = _cache_key(samples, settings) if cache_dir is not None else ""
     images, labels, skipped = cached_decode(cache_dir, key, labels, (3, size, size), work,
-                                            [str(p) for p, _ in samples], desc, verify)
+                                            [str(p) for p, _ in samples], desc, verify, {"decoder": decoder})
     if skipped:
         log.warning("skipped %d unreadable image(s): %s", len(skipped), ", ".join(skipped[:10]))
     if len(images) == 0:

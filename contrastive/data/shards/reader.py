@@ -1,7 +1,7 @@
 """``dataset=shards``: WebDataset tar shards streamed to many processes.
 
 The format is WebDataset's (``.tar`` shards of ``<key>.jpg`` + ``<key>.cls``; chosen by
-``benchmarks/bench_shards.py`` against litdata, see BENCHMARKS.md), written by
+``benchmarks/speed/components/bench_shards.py`` against litdata, see BENCHMARKS.md), written by
 :mod:`contrastive.data.shards.writer` (``python -m contrastive.data.shards.writer``)
 with the image files' bytes as they were. Next to the shards, the conversion writes
 ``contrastive_index.npy`` (the byte range and label of every image) and
@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-from contrastive.data.io.decode import load_rgb_bytes
+from contrastive.data.io.decode import decode_rgb, resolve_decoder
 from contrastive.data.shards.format import INDEX, read_manifest, verify_shards
 from contrastive.data.stream import LazyImages, read_or_skip
 from contrastive.core.errors import DatasetError
@@ -105,13 +105,16 @@ class ShardImages(LazyImages):
     shard_files: List[str]
     shard_sizes: List[int]
     resize: Optional[int] = None
-    decoder: str = "torchvision"
+    decoder: str = "auto"
     on_bad_image: str = "error"
     num_workers: int = 0
     crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3)
     shuffle_window: int = 8
     rows: Optional[List[int]] = None
     _open: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.decoder = resolve_decoder(self.decoder)  # here, not in each worker's decode: a bad name is a config error
 
     def __len__(self) -> int:
         return sum(self.shard_sizes) if self.rows is None else len(self.rows)
@@ -150,17 +153,16 @@ class ShardImages(LazyImages):
     def read(self, i: int, transform) -> Optional[torch.Tensor]:
         row = i if self.rows is None else self.rows[i]
         return read_or_skip(f"{self.root} image {row}", self.on_bad_image, transform,
-                            lambda: load_rgb_bytes(self.raw(row), self.decoder))
+                            lambda: decode_rgb(self.raw(row), self.decoder))
 
 
 def _open_split(cfg: Any, folder: Path) -> Tuple[ShardImages, torch.Tensor, List[str]]:
-    from contrastive.data.sources.standard import decode_settings
+    from contrastive.data.sources.standard import cache_dir_of, decode_settings
 
     manifest = read_manifest(folder)
-    cache = cfg.get("cache_dir")
-    verify_shards(folder, manifest, str(cfg.get("verify_shards", "once")), Path(str(cache)).expanduser() if cache else None)
+    verify_shards(folder, manifest, str(cfg.verify_shards), cache_dir_of(cfg))
     d = decode_settings(cfg)
-    window = int(cfg.get("shuffle_window", 8))
+    window = int(cfg.shuffle_window)
     if window < 1:
         raise DatasetError(f"dataset.shuffle_window must be >= 1 shard, got {window}")
     images = ShardImages(str(folder), d.size, [s["filename"] for s in manifest["shards"]], [s["samples"] for s in manifest["shards"]],
@@ -174,7 +176,7 @@ def shards(cfg: Any):
     """``<root>/<train_dir>`` and ``<root>/<val_dir>`` written by ``contrastive.data.shards.writer``."""
     from contrastive.data.base import DatasetSplits, ImageArray
 
-    if str(cfg.get("storage", "stream")) == "memory":
+    if str(cfg.storage) == "memory":
         raise DatasetError("dataset=shards streams its images (dataset.storage=stream or auto); to hold a dataset in "
                            "memory, use its image folder (dataset=imagefolder dataset.storage=memory)")
     root = Path(str(cfg.root)).expanduser()

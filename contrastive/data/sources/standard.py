@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -28,19 +28,19 @@ def build_dataset(cfg: Any) -> DatasetSplits:
     """Load the dataset named by ``cfg.name`` and apply ``cfg.label_fraction``."""
     from contrastive.data.stream import STORAGE
 
-    if str(cfg.get("storage", "memory")) not in STORAGE:
+    if str(cfg.storage) not in STORAGE:
         raise DatasetError(f"dataset.storage='{cfg.storage}' is not valid; choose one of {', '.join(STORAGE)}")
     splits = DATASETS.create(cfg.name, cfg)
-    if str(cfg.get("storage", "memory")) == "stream" and not splits.train.streamed:
+    if str(cfg.storage) == "stream" and not splits.train.streamed:
         raise DatasetError(f"dataset.storage=stream needs image files (imagefolder, imagenet, imagenet100, tinyimagenet); "
                            f"'{cfg.name}' is an in-memory array: use dataset.storage=memory")
-    fraction = float(cfg.get("label_fraction", 1.0))
+    fraction = float(cfg.label_fraction)
     if fraction != 1.0:
         if not 0.0 < fraction <= 1.0:
             raise DatasetError(f"dataset.label_fraction must be in (0, 1], got {fraction}")
         if not bool((splits.train.labels >= 0).all()):
             raise DatasetError(f"dataset.label_fraction needs a fully labeled train split; '{cfg.name}' has unlabeled images")
-        keep = class_balanced_subset(splits.train.labels, fraction, seed=int(cfg.get("subset_seed", 0)))
+        keep = class_balanced_subset(splits.train.labels, fraction, seed=int(cfg.subset_seed))
         splits.train = splits.train.subset(keep)
         splits.train_labeled = splits.train
     return splits
@@ -111,7 +111,7 @@ def stl10(cfg: Any) -> DatasetSplits:
         images = torch.from_numpy(ds.data)  # already [N, 3, 96, 96] uint8
         return ImageArray(images, torch.as_tensor(ds.labels, dtype=torch.long)), list(ds.classes)
 
-    train_key = "train+unlabeled" if cfg.get("use_unlabeled", True) else "train"
+    train_key = "train+unlabeled" if bool(cfg.use_unlabeled) else "train"
     train, classes = load(train_key)
     labeled, _ = load("train") if train_key != "train" else (train, classes)
     val, _ = load("test")
@@ -119,9 +119,9 @@ def stl10(cfg: Any) -> DatasetSplits:
     return DatasetSplits(train, labeled, val, classes, mean, std)
 
 
-def _cache_dir(cfg: Any):
-    cache = cfg.get("cache_dir")
-    return Path(str(cache)).expanduser() if cache else None
+def cache_dir_of(cfg: Any) -> Optional[Path]:
+    """``dataset.cache_dir`` as a path; ``null`` or empty: no cache."""
+    return Path(str(cfg.cache_dir)).expanduser() if cfg.cache_dir else None
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class DecodeSettings:
 
     size: int
     resize: int  # shorter side before the evaluation center crop
-    decoder: str
+    decoder: str  # the concrete decoder (dataset.decoder=auto resolved on this machine)
     on_bad_image: str
     num_workers: int  # stream: decoding processes per training process
     crop_ratio: Tuple[float, float]  # stream: aspect-ratio range of the random-resized crop
@@ -138,20 +138,18 @@ class DecodeSettings:
 
 def decode_settings(cfg: Any) -> DecodeSettings:
     """:class:`DecodeSettings` of a ``dataset`` config; one-line errors name a bad value."""
-    from contrastive.data.io.decode import DECODERS, eval_resize
+    from contrastive.data.io.decode import eval_resize, resolve_decoder
     from contrastive.data.io.folders import BAD_IMAGE_POLICIES
     from contrastive.data.stream import default_workers
 
-    size, policy, decoder = int(cfg.image_size), str(cfg.on_bad_image), str(cfg.get("decoder", "torchvision"))
+    size, policy, decoder = int(cfg.image_size), str(cfg.on_bad_image), resolve_decoder(str(cfg.decoder))
     if policy not in BAD_IMAGE_POLICIES:
         raise DatasetError(f"dataset.on_bad_image='{policy}' is not valid; choose one of {BAD_IMAGE_POLICIES}")
-    if decoder not in DECODERS:
-        raise DatasetError(f"dataset.decoder='{decoder}' is not valid; choose one of {', '.join(DECODERS)}")
-    ratio = tuple(float(r) for r in cfg.get("crop_ratio", (3 / 4, 4 / 3)))
+    ratio = tuple(float(r) for r in cfg.crop_ratio)
     if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1]:
         raise DatasetError(f"dataset.crop_ratio must be [min, max] with 0 < min <= max, got {list(ratio)}")
-    return DecodeSettings(size, eval_resize(size, float(cfg.get("eval_crop_fraction", 1.0))), decoder, policy,
-                          default_workers(cfg.get("num_workers")), ratio)
+    return DecodeSettings(size, eval_resize(size, float(cfg.eval_crop_fraction)), decoder, policy,
+                          default_workers(cfg.num_workers), ratio)
 
 
 def file_splits(cfg: Any, classes: List[str], train_files: List[Tuple[Path, int]], val_files: List[Tuple[Path, int]],
@@ -162,8 +160,8 @@ def file_splits(cfg: Any, classes: List[str], train_files: List[Tuple[Path, int]
 
     d = decode_settings(cfg)
     size, policy, decoder, resize = d.size, d.on_bad_image, d.decoder, d.resize
-    storage = choose_storage(str(cfg.get("storage", "memory")), len(train_files) + len(val_files), size,
-                             float(cfg.get("auto_ram_share", 0.5)), str(cfg.name))
+    storage = choose_storage(str(cfg.storage), len(train_files) + len(val_files), size, float(cfg.auto_ram_share),
+                             str(cfg.name))
     mean, std = _stats(cfg)
     if storage == "stream":
 
@@ -173,7 +171,7 @@ def file_splits(cfg: Any, classes: List[str], train_files: List[Tuple[Path, int]
 
         train = lazy(train_files)
         return DatasetSplits(train, train, lazy(val_files), classes, mean, std)
-    cache, verify = _cache_dir(cfg), bool(cfg.get("cache_verify", True))
+    cache, verify = cache_dir_of(cfg), bool(cfg.cache_verify)
     train, skipped = decode_files(train_files, size, policy, cache, f"{label} train", resize, decoder, verify)
     val, skipped_val = decode_files(val_files, size, policy, cache, f"{label} val", resize, decoder, verify)
     return DatasetSplits(train, train, val, classes, mean, std, skipped + skipped_val)
