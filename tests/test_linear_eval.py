@@ -50,7 +50,6 @@ def _one_error_line(argv, capsys):
     return err[0]
 
 
-@pytest.mark.slow
 def test_no_argument_picks_newest_run_linear_json_and_cache(trained, capsys):
     out, ckpt = trained
     summary = _run([f"output_dir={out}", "eval.mode=linear"])
@@ -71,7 +70,6 @@ def test_no_argument_picks_newest_run_linear_json_and_cache(trained, capsys):
     assert (ckpt.parent / "last.eval" / "tsne-synthetic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.slow
 def test_cache_not_reused_when_checkpoint_changes(trained, tmp_path):
     ckpt = tmp_path / "copy.ckpt"
     shutil.copy(trained[1], ckpt)
@@ -180,7 +178,6 @@ def test_export_loads_into_plain_model(trained, tmp_path):
     assert record["feature_dim"] == 64
 
 
-@pytest.mark.slow
 def test_bad_inputs_are_one_error_line(trained, tmp_path, capsys):
     out, ckpt = trained
     corrupt = tmp_path / "corrupt.ckpt"

@@ -37,7 +37,7 @@ class ImageArray:
         return len(self.images)
 
     def subset(self, indices: torch.Tensor) -> "ImageArray":
-        if not isinstance(self.images, torch.Tensor) and hasattr(self.images, "select"):  # streamed files: stay lazy
+        if self.streamed:  # files decoded on access (stream.LazyImages): the subset stays lazy
             return ImageArray(self.images.select(indices), self.labels[indices])
         return ImageArray(self.images[indices], self.labels[indices])
 
