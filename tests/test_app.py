@@ -4,6 +4,7 @@ import json
 import subprocess
 from importlib.metadata import version
 import sys
+import time
 
 import pytest
 import torch
@@ -137,6 +138,10 @@ def test_wandb_offline_and_mlflow_local_record_the_hyperparameters(tmp_path, mon
                           "method.temperature=0.3"])
     run_dir = summary["run_dir"]
     (wandb_run,) = list((tmp_path).rglob("wandb/offline-run-*/run-*.wandb"))  # what `wandb sync` uploads
+    for _ in range(50):  # wandb-core, a separate process, can still be writing records after finish() on a busy machine
+        if b'"temperature":0.3' in wandb_run.read_bytes():
+            break
+        time.sleep(0.2)
     assert b'"temperature":0.3' in wandb_run.read_bytes()  # the config record of the method group
     params = list((tmp_path / "mlruns").rglob("params/method/temperature")) or \
         list((tmp_path / "mlruns").rglob("params/method.temperature"))

@@ -47,14 +47,17 @@ def test_wheel_holds_the_configs_and_methods_under_the_package_only(installed):
 @pytest.mark.slow
 def test_installed_console_scripts_train_and_evaluate_outside_the_repository(installed):
     _, site, work, env = installed
-    where = subprocess.run([sys.executable, "-c", "import contrastive, contrastive.methods; print(contrastive.__file__)"],
+    where = subprocess.run([sys.executable, "-c", "import contrastive, importlib.util as u; "
+                            "print(contrastive.__file__, u.find_spec('contrastive.methods').origin)"],
                            cwd=work, env=env, capture_output=True, text=True, timeout=120)
-    assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr
+    paths = where.stdout.split()  # the package and its methods, both from the installed wheel
+    assert len(paths) == 2 and all(p.startswith(str(site)) for p in paths), where.stdout + where.stderr
     no_methods = subprocess.run([sys.executable, "-c", "import methods"], cwd=work, env=env, capture_output=True, text=True)
     assert no_methods.returncode != 0 and "No module named 'methods'" in no_methods.stderr
     train = subprocess.run([str(site / "bin" / "contrastive-train"), "method=simclr", *TINY], cwd=work, env=env,
                            capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr[-3000:]
+    assert train.stdout.count("last checkpoint:") == 1 and train.stdout.count("headline kNN top-1 %") == 1, train.stdout
     (ckpt,) = (work / "outputs").glob("simclr-synthetic-small_cnn/*/checkpoints/last.ckpt")
     evaluate = subprocess.run([str(site / "bin" / "contrastive-eval"), f"checkpoint={ckpt}", "eval.mode=knn",
                                "eval.knn.k=10", "eval.progress_bar=false"], cwd=work, env=env,

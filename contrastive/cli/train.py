@@ -111,7 +111,10 @@ def _run_job(cfg) -> Dict[str, Any]:
         summary = fit(run)
     except NonFiniteLossError as err:  # the message names the step and loss terms; no traceback
         fail(err, 3)
-    print_summary(summary)
+    from contrastive.engine.run import is_rank_zero
+
+    if is_rank_zero():  # under DDP every process returns the summary; one prints it
+        print_summary(summary)
     return summary
 
 
@@ -130,6 +133,10 @@ def _remove_hydra_only_folder(run_dir: Path, output_dir: Path) -> None:
 
 
 def print_summary(summary: Dict[str, Any]) -> None:
+    """The run's last lines: folder, kNN monitor, checkpoint, curves, then the headline metric
+    (final, best and the epoch of the best; supervised runs: the test error and top-1)."""
+    from contrastive.engine.headline import format_headline
+
     lines = [f"run folder:         {summary['run_dir']}"]
     if summary.get("knn_top1_random_init") is not None:
         lines.append(f"kNN top-1 (random init): {summary['knn_top1_random_init']:6.2f}%")
@@ -139,6 +146,12 @@ def print_summary(summary: Dict[str, Any]) -> None:
     lines.append(f"last checkpoint:    {summary['last_checkpoint']}")
     if summary.get("curves_png"):
         lines.append(f"training curves:    {summary['curves_png']}")
+    head = summary.get("headline")
+    if head is not None:
+        line = f"headline {format_headline(head)}"
+        if summary.get("test_top1") is not None:
+            line += f";  test top-1 {summary['test_top1']:6.2f}%"
+        lines.append(line)
     print("\n" + "\n".join(lines))
 
 

@@ -26,6 +26,7 @@ from contrastive.core.errors import ConfigError
 from contrastive.core.hardware import resolve_channels_last, resolve_eval_amp
 from contrastive.data.batch import ViewBatch
 from contrastive.metrics.knn import knn_accuracy
+from contrastive.engine.headline import Headline
 from contrastive.engine.nonfinite import TERMS_KEY, NonFiniteCallback, NonFiniteLossError, format_terms  # noqa: F401 (NonFiniteLossError: public here)
 from contrastive.engine.optim import build_optimizer, build_scheduler, scaled_lr
 
@@ -59,6 +60,8 @@ class Method(pl.LightningModule):
     supervised: bool = False
     #: Strong views per image of the default :meth:`training_views` (the two-view methods: SimCLR, SPCL).
     VIEWS: int = 2
+    #: The metric the run reports first (printed last, ``summary.json``'s ``headline``, ``curves.png``).
+    HEADLINE: Headline = Headline(key="knn_top1", label="kNN top-1 %", mode="max")
 
     def __init__(self, cfg: DictConfig, data: DataInfo) -> None:
         super().__init__()

@@ -34,6 +34,7 @@ from contrastive.data.module import ArrayDataModule
 from contrastive.engine.auto import RecordDataPlacement, auto_choices, describe_choices
 from contrastive.engine.checkpoint import (SIGTERM_EXIT_CODE, check_checkpoint_fits, find_latest_checkpoint, load_checkpoint,
                                            remove_stale_temp_files)
+from contrastive.engine.headline import headline_summary
 from contrastive.engine.method import DataInfo, Method
 from contrastive.engine.optim import validate_optim_config
 from contrastive.engine.plots import plot_training_curves
@@ -171,11 +172,16 @@ def _knn(trainer: pl.Trainer, model: Method, datamodule: ArrayDataModule) -> Opt
     return float(results[0]["knn_top1"]) if results and "knn_top1" in results[0] else None
 
 
-def fit(run: Run) -> Dict[str, Any]:
-    """Train, checkpoint, and return a summary (also written to ``summary.json``)."""
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0 (always, without DDP): the one that prints and writes run-level files."""
     from pytorch_lightning.utilities.rank_zero import rank_zero_only  # rank from RANK/LOCAL_RANK/SLURM_PROCID
 
-    rank_zero = int(getattr(rank_zero_only, "rank", 0) or 0) == 0
+    return int(getattr(rank_zero_only, "rank", 0) or 0) == 0
+
+
+def fit(run: Run) -> Dict[str, Any]:
+    """Train, checkpoint, and return a summary (also written to ``summary.json``)."""
+    rank_zero = is_rank_zero()
     log_handler = attach_train_log(run.run_dir) if rank_zero else None
     try:
         with quiet_warnings():
@@ -183,6 +189,18 @@ def fit(run: Run) -> Dict[str, Any]:
     finally:
         if log_handler is not None:
             detach_train_log(log_handler)
+
+
+def _add_headline(summary: Dict[str, Any], trainer: pl.Trainer, model: Method, metrics_csv: Path) -> None:
+    """``summary["headline"]`` (final, best, best epoch of ``model.HEADLINE``) and its flat keys."""
+    headline = model.HEADLINE
+    metrics = trainer.callback_metrics
+    for logged, flat in headline.summary_keys:
+        summary[flat] = float(metrics[logged]) if logged in metrics else None
+    final = summary.get(headline.key) if headline.key in summary else None
+    if final is None and headline.key in metrics:
+        final = float(metrics[headline.key])
+    summary["headline"] = headline_summary(headline, final, metrics_csv, int(summary["epochs"]))
 
 
 @contextmanager
@@ -239,11 +257,12 @@ def _fit(run: Run, rank_zero: bool) -> Dict[str, Any]:
         else:
             summary["knn_top1"] = float(trainer.callback_metrics["knn_top1"])
     summary["last_checkpoint"] = str(run.run_dir / "checkpoints" / "last.ckpt")
-    if trainer.is_global_zero:
-        metrics_csv = run.run_dir / "logs" / "metrics.csv"
-        if metrics_csv.is_file():  # loss, learning rate and kNN curves: one look says whether it learned
+    metrics_csv = run.run_dir / "logs" / "metrics.csv"
+    _add_headline(summary, trainer, model, metrics_csv)
+    if trainer.is_global_zero:  # run-level files: rank 0 only
+        if metrics_csv.is_file():  # loss, learning rate and headline curves: one look says whether it learned
             summary["curves_png"] = str(plot_training_curves(metrics_csv, run.run_dir / "curves.png",
-                                                                   summary.get("knn_top1_random_init")))
+                                                                   summary.get("knn_top1_random_init"), model.HEADLINE))
         (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     finish_loggers(trainer.loggers)
     return summary

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from contrastive.augment.concat import draw_slot_indices, slot_crops, stacked_test_input
 from contrastive.data.batch import Uint8Op, ViewBatch
+from contrastive.engine.headline import Headline
 from contrastive.engine.method import Batch, DataInfo, Method
 
 
@@ -34,6 +35,10 @@ class ClassifierMethod(Method):
     Reads ``method.k``, ``method.control`` and ``method.tta``.
     Subclasses implement :meth:`training_views` / :meth:`training_losses`.
     """
+
+    #: The test error on the val split (ImCLR's tables and Figures 3-4); top-1 alongside.
+    HEADLINE = Headline(key="val_error", label="test error %", mode="min",
+                        summary_keys=(("val_error", "test_error"), ("val_top1", "test_top1")))
 
     def __init__(self, cfg: DictConfig, data: DataInfo) -> None:
         super().__init__(cfg, data)

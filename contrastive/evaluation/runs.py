@@ -3,7 +3,11 @@
 One row per run (``summary.json``): method, dataset, backbone, epochs, trained and
 random-init kNN, the linear / fine-tune / kNN evaluations of its checkpoints, and the
 overrides whose values differ between the listed runs (so the jobs of a sweep can be
-told apart). Written as a terminal table, ``runs.csv``, ``runs.md`` and ``runs.png``.
+told apart). Runs are grouped by their headline metric (``summary.json``'s ``headline``: kNN
+top-1 for self-supervised runs, the test error for supervised ones), one table per metric, best
+first, so runs judged by different numbers are never ranked on one column. Written as terminal
+tables, ``runs.csv`` (one table, with a ``headline`` column), ``runs.md`` (a table per metric)
+and ``runs.png``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ RUN_COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     ("run", "run", "{}"), ("method", "method", "{}"), ("dataset", "dataset", "{}"), ("backbone", "backbone", "{}"),
     ("epochs", "epochs", "{}"), ("knn_top1", "kNN %", "{:.2f}"), ("knn_top1_random_init", "kNN random %", "{:.2f}"),
     ("linear_top1", "linear %", "{:.2f}"), ("finetune_top1", "finetune %", "{:.2f}"), ("eval_knn_top1", "eval kNN %", "{:.2f}"),
+    ("headline", "headline", "{}"), ("headline_final", "headline final", "{:.2f}"), ("headline_best", "headline best", "{:.2f}"),
+    ("headline_best_epoch", "best epoch", "{}"),
 )
+#: The headline of a ``summary.json`` written before runs recorded one: the kNN monitor.
+KNN_HEADLINE = {"metric": "knn_top1", "label": "kNN top-1 %", "mode": "max"}
 IGNORED_OVERRIDE_KEYS = ("output_dir", "hydra.", "trainer.progress_bar")
 
 
@@ -75,9 +83,35 @@ def collect_runs(output_dir: Path) -> List[Dict[str, Any]]:
             "epochs": summary.get("epochs"), "knn_top1": summary.get("knn_top1"),
             "knn_top1_random_init": summary.get("knn_top1_random_init"), "overrides": _override_map(overrides),
         }
+        row.update(_headline_cells(summary))
         row.update(_evaluations(run_dir))
         rows.append(row)
     return rows
+
+
+def _headline_cells(summary: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``headline*`` cells of one run (older summaries: the kNN monitor's final value)."""
+    head = summary.get("headline")
+    if not isinstance(head, dict):
+        head = {**KNN_HEADLINE, "final": summary.get("knn_top1"), "best": None, "best_epoch": None}
+    return {"headline": head.get("metric"), "headline_label": head.get("label"), "headline_mode": head.get("mode"),
+            "headline_final": head.get("final"), "headline_best": head.get("best"), "headline_best_epoch": head.get("best_epoch")}
+
+
+def group_by_headline(rows: Sequence[Dict[str, Any]]) -> List[Tuple[str, List[Dict[str, Any]]]]:
+    """``[(title, rows), ...]``: one group per headline metric (in order of first appearance),
+    each sorted best first by its final value (runs without one last)."""
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(str(r.get("headline")), []).append(r)
+    out = []
+    for metric, members in groups.items():
+        mode = members[0].get("headline_mode")
+        sign = -1.0 if mode == "max" else 1.0
+        members = sorted(members, key=lambda r: (r.get("headline_final") is None, sign * float(r.get("headline_final") or 0.0)))
+        better = "lower" if mode == "min" else "higher"
+        out.append((f"{members[0].get('headline_label') or metric} ({metric}, {better} is better)", members))
+    return out
 
 
 def differing_keys(rows: Sequence[Dict[str, Any]]) -> List[str]:
@@ -98,6 +132,11 @@ def table_cells(rows: Sequence[Dict[str, Any]]) -> Tuple[List[str], List[List[st
 
 
 def format_runs(rows: Sequence[Dict[str, Any]]) -> str:
+    """Terminal tables: one per headline metric, each under a title line."""
+    return "\n\n".join(f"{title}:\n" + _format_table(members) for title, members in group_by_headline(rows))
+
+
+def _format_table(rows: Sequence[Dict[str, Any]]) -> str:
     header, body = table_cells(rows)
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip(), "  ".join("-" * w for w in widths)]
@@ -106,14 +145,19 @@ def format_runs(rows: Sequence[Dict[str, Any]]) -> str:
 
 
 def write_runs(rows: Sequence[Dict[str, Any]], output_dir: Path) -> List[Path]:
-    """``runs.csv``, ``runs.md`` and ``runs.png`` in ``output_dir``."""
-    header, body = table_cells(rows)
+    """``runs.csv`` (every run, grouped by headline metric), ``runs.md`` (a table per headline
+    metric) and ``runs.png`` in ``output_dir``."""
+    groups = group_by_headline(rows)
+    header, body = table_cells([r for _, members in groups for r in members])
     csv_path, md_path = output_dir / "runs.csv", output_dir / "runs.md"
     with csv_path.open("w", newline="") as f:
         csv.writer(f).writerows([header, *body])
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in body]
-    md_path.write_text("\n".join(md) + "\n")
+    md: List[str] = []
+    for title, members in groups:
+        header, body = table_cells(members)
+        md += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        md += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in body] + [""]
+    md_path.write_text("\n".join(md))
     png = plot_runs(rows, output_dir / "runs.png")
     return [csv_path, md_path] + ([png] if png else [])
 
