@@ -49,7 +49,7 @@ def one_thread():
 
 #: Files that take longest: collected first, so the two processes finish together instead of one
 #: starting the wheel build when the other is done (pytest-xdist hands out files in this order).
-LONGEST_FIRST = ("test_packaging.py", "test_speed_defaults.py", "test_reliability.py", "test_stream.py")
+LONGEST_FIRST = ("test_packaging.py", "test_headline.py", "test_speed_defaults.py", "test_reliability.py", "test_stream.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -72,3 +72,17 @@ def test_supervised_run_reports_its_test_error(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"test error %: {head['final']:6.2f} final" in printed and "kNN top-1 (trained)" in printed
     assert open(f"{run_dir}/curves.png", "rb").read(4) == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_prints_one_summary_and_writes_one_summary_json(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "outputs"
+    args = [a for a in TINY if not a.startswith("trainer.max_epochs")] + [
+        "trainer.max_epochs=1", f"output_dir={out}", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("last checkpoint:") == 1 and proc.stdout.count("headline kNN top-1 %") == 1, proc.stdout
+    assert len(list(out.glob("**/summary.json"))) == 1 and len(list(out.glob("**/curves.png"))) == 1
