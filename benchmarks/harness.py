@@ -44,6 +44,15 @@ class Row:
 Measure = Callable[..., Dict]  # measure(run, summary) -> numbers of the (row, seed)
 
 
+def select_rows(spec: str, rows: Sequence[str]) -> List[str]:
+    """``--rows a,b`` -> ``["a", "b"]``; an unknown name stops the script with one line naming the choices."""
+    keys = [k for k in spec.split(",") if k]
+    unknown = [k for k in keys if k not in rows]
+    if unknown:
+        raise SystemExit(f"error: unknown row(s) {', '.join(unknown)}; choose from {', '.join(rows)}")
+    return keys
+
+
 def run_one(row: Row, seed: int, base: Sequence[str], measure: Optional[Measure] = None,
             output_dir: Optional[Union[str, Path]] = None, extra: Sequence[str] = ()) -> Dict:
     """Trains (unless ``row.train`` is false) and measures one (row, seed); returns its record."""

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]  # the repository root
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import Row, read_records, run_rows  # noqa: E402
+from benchmarks.harness import Row, read_records, run_rows, select_rows  # noqa: E402
 
 BUDGET = [
     "method=simclic", "dataset=synthetic", "backbone.kwargs.width=8", "dataset.num_train=2000",
@@ -91,10 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    keys = [] if args.table_only else [k for k in args.rows.split(",") if k]
-    unknown = [k for k in keys if k not in ROWS]
-    if unknown:
-        raise SystemExit(f"error: unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+    keys = [] if args.table_only else select_rows(args.rows, ROWS)
 
     def report(row: dict) -> None:
         print(f"{row['key']}: kNN {row['knn_top1']:.1f}%  output_std {row['output_std'][0]:.4f} -> "

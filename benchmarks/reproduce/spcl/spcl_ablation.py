@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]  # the repository root
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import Row, read_records, run_rows, summary_table  # noqa: E402
+from benchmarks.harness import Row, read_records, run_rows, select_rows, summary_table  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUDGET = [
@@ -101,16 +101,10 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     saved = RESULTS / "spcl_synthetic.jsonl"
     if not args.table_only:
-        import logging
+        from contrastive.core.logs import setup_logging
 
-        import train
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-        train._quiet_third_party()
-        keys = args.rows.split(",")
-        for key in keys:
-            if key not in ROWS:
-                raise SystemExit(f"unknown row '{key}'; choose from {', '.join(ROWS)}")
+        setup_logging()
+        keys = select_rows(args.rows, ROWS)
         run_rows([Row(k, ROWS[k][1], ROWS[k][0]) for k in keys], [int(s) for s in args.seeds.split(",")], BUDGET,
                  measure=measure, out=saved, output_dir=Path(args.output_dir),
                  on_record=lambda row: print(json.dumps(row), flush=True))

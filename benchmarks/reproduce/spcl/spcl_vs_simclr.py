@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[3]  # the repository root
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import Row, read_records, run_rows, summary_table  # noqa: E402
+from benchmarks.harness import Row, read_records, run_rows, select_rows, summary_table  # noqa: E402
 
 BUDGET = [
     "dataset=synthetic", "backbone.kwargs.width=8", "dataset.num_train=1000", "dataset.num_val=500",
@@ -98,10 +98,7 @@ def main(rows: dict = ROWS, default_rows: str = "simclr,spcl", out_default: str 
     budget = BUDGET if args.dataset_args is None else [o for o in BUDGET if not o.startswith("dataset")] + args.dataset_args
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    keys = [] if args.table_only else [k for k in args.rows.split(",") if k]
-    unknown = [k for k in keys if k not in rows]
-    if unknown:
-        raise SystemExit(f"error: unknown row(s) {', '.join(unknown)}; choose from {', '.join(rows)}")
+    keys = [] if args.table_only else select_rows(args.rows, rows)
 
     def report(row: dict) -> None:
         print(f"{row['key']} seed {row['seed']}: kNN {row['knn_top1']:.1f}%  linear {row['linear_top1']:.1f}%  "
