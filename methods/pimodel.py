@@ -4,10 +4,10 @@
 Sajjadi et al. 2016), in the benchmark setting of Oliver et al., "Realistic Evaluation of Deep
 Semi-Supervised Learning Algorithms", NeurIPS 2018 (code: github.com/brain-research/
 realistic-ssl-evaluation), for ImCLR's (Chen, Sinha & Kyrillidis 2020, arXiv 2011.12618) Table 5
-row "WRN-CIFAR10-SSL" (Table 10: WRN-28-2), "the standard benchmark Π-model" (abstract). ImCLR's
-own Sec. 3.3 settings could not be read (see the preset
-``configs/experiment/imclr_pimodel_wrn28_2_cifar10.yaml`` for what was searched): the preset's
-values are Oliver et al.'s, from their code, not verified against ImCLR's text.
+row "WRN-CIFAR10-SSL" (Table 10: WRN-28-2), "the standard benchmark Π -model" (abstract). ImCLR
+Sec. 3.3: "We follow the standard setup in [34] for the CIFAR10 dataset" ([34] = Oliver et al.);
+the preset ``configs/experiment/imclr_pimodel_wrn28_2_cifar10.yaml`` quotes each value it takes
+from Sec. 3.3 and says which ones (ramp-up, noise std, crop size) come from Oliver et al.'s code.
 
 Every input goes through the network twice, with independent augmentation (and dropout/BatchNorm
 noise); the loss is
@@ -16,8 +16,9 @@ noise); the loss is
 
 over the labelled part ``l`` and the unlabelled part ``u`` of the batch (the unsupervised term is
 on the unlabelled images only), with ``w(t) = w_max * exp(-5 (1 - t)^2)``, ``t`` = step /
-``method.rampup_steps`` clipped to 1 (Laine & Aila's sigmoid ramp-up; Oliver et al.'s code ramps
-it over 200k of 500k iterations: lib/hparams.py warmup_steps, train_model.py training_length).
+``method.rampup_steps`` clipped to 1 (Laine & Aila's sigmoid ramp-up; not stated in ImCLR: Oliver
+et al.'s code ramps it over 200k of 500k iterations, lib/hparams.py warmup_steps, train_model.py
+training_length; the preset keeps that 40% share of ImCLR's 200,000 iterations).
 ``C`` = number of classes (the mean over classes, as Laine & Aila).
 
 With ``method.k >= 2`` the input of both parts is ImCLR's (:class:`~contrastive.engine.supervised.ClassifierMethod`,
@@ -30,8 +31,8 @@ At test time the image is concatenated with itself (as ImCLR).
 Labels: ``method.num_labels=N`` keeps the labels of a class-balanced, seed-fixed subset of ``N``
 training images (``dataset.subset_seed``) and treats the rest as unlabelled; ``0`` uses the
 dataset's labels as they are (``-1`` = unlabelled). ``method.labeled_per_batch=L`` makes every
-batch ``L`` labelled + ``batch_size - L`` unlabelled images (Oliver et al.'s code: 50 + 50, a batch
-of 100 alternating the two); an epoch is then one pass over the unlabelled images (the labelled
+batch ``L`` labelled + ``batch_size - L`` unlabelled images (ImCLR Sec. 3.3: "a batch size of 200,
+of which 100 are labeled and 100 are unlabeled"); an epoch is then one pass over the unlabelled images (the labelled
 ones cycle).
 """
 

@@ -14,15 +14,14 @@ run is not all warm-up), weight decay 1e-6, temperature 0.5 on CIFAR.
 The paper's ablations, all switches of this file:
 
 - **Projection head** (Sec. 4.2, Fig. 8: "identity mapping", "linear projection",
-  "the default nonlinear projection with one additional hidden layer (and ReLU
-  activation)"): ``method.projection.num_layers=0`` (no head, the loss on ``h``),
+  slides: "Non-linear Projection Head gave best results", "Projection Head: 2-layer MLP"): ``method.projection.num_layers=0`` (no head, the loss on ``h``),
   ``1`` (one linear layer ``W h``) or ``>= 2`` (lightly's MLP: Linear-BN-ReLU blocks then a
   linear output layer; 2 is the paper's default).
 - **Loss** (Table 2, compared in Table 4), ``method.loss``: ``nt_xent`` (default),
   ``nt_logistic``, ``margin_triplet`` (``method.margin``), optionally with semi-hard
   negatives (``method.semi_hard=true``, Table 4's "sh"); pure functions in
   :mod:`contrastive.losses.pairwise`.
-- **l2 normalisation** (Table 5, "No l2 norm" rows): ``method.normalize=false`` uses the
+- **l2 normalisation** (Table 5, the rows with "ℓ2 norm?" No): ``method.normalize=false`` uses the
   raw dot products ``u^T v`` as logits instead of cosine similarities.
 - **Temperature** (Table 5): ``method.temperature``.
 """

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from contrastive.config.compose import load_config
+from contrastive.core.errors import ConfigError
 from contrastive.config.plugins import load_builtin_methods
 from contrastive.data.batch import ViewBatch
 from contrastive.engine.method import DataInfo
@@ -21,6 +22,17 @@ SMALL = {
     "simclic": ["method.projection.hidden_dim=32", "method.projection.output_dim=32", "method.predictor_hidden_dim=8"],
     "spcl": [],
     "imclr": [],
+    "byol": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.predictor.hidden_dim=16"],
+    "simsiam": ["method.projection.hidden_dim=32", "method.projection.output_dim=32", "method.predictor.hidden_dim=8"],
+    "mocov1": ["method.projection.output_dim=16", "method.queue_size=64"],
+    "mocov2": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.queue_size=64"],
+    "mocov3": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.predictor.hidden_dim=32"],
+    "simclrv2": ["method.projection.hidden_dim=32", "method.projection.output_dim=16"],
+    "barlowtwins": ["method.projection.hidden_dim=32", "method.projection.output_dim=32"],
+    "vicreg": ["method.projection.hidden_dim=32", "method.projection.output_dim=32"],
+    "swav": ["method.num_prototypes=8", "method.projection.hidden_dim=32", "method.projection.output_dim=16"],
+    "dino": ["method.head.hidden_dim=32", "method.head.bottleneck_dim=16", "method.head.output_dim=64"],
+    "insdis": ["method.num_negatives=32"],
 }
 
 
@@ -76,6 +88,11 @@ def test_memory_and_streamed_batches_reach_the_method_in_one_layout(name, monkey
     crops = torch.randint(0, 256, (16, model.crops_per_image(), 3, 32, 32), dtype=torch.uint8, generator=g)  # [B, V, 3, S, S]
     labels, indices = torch.arange(16) % 10, torch.arange(16)
     model._trainer = SimpleNamespace(training=True)  # what Lightning's training loop looks like to the hook
+    if model.crops_per_image() > model.VIEWS:  # multi-crop: local crops need the full images in memory
+        with pytest.raises(ConfigError, match="augment.multicrop needs in-memory images"):
+            model.on_after_batch_transfer((crops, labels, indices), 0)
+        model._trainer = None
+        return
     try:
         torch.manual_seed(1)  # ImCLR's partners (its soft targets) are drawn first: the same for both
         memory = model.on_after_batch_transfer((full, labels, indices), 0)

@@ -35,6 +35,7 @@ from contrastive.augment.ops import (  # noqa: F401  (the public per-sample ops,
     to_float,
     uniform,
 )
+from contrastive.augment.noise import with_gaussian_noise
 from contrastive.core.errors import ConfigError
 
 __all__ = [
@@ -266,7 +267,8 @@ def _check_shift(shift_range, shift_fill: str, padding: int, random_resized_crop
 
 
 #: ``augment.name`` -> class; the other keys of the ``augment`` config are its keyword arguments.
-AUGMENTATIONS = {"simclr": SimCLRAugment, "supervised": SupervisedAugment}
+AUGMENTATIONS = {"simclr": SimCLRAugment, "supervised": SupervisedAugment,
+                 "supervised_noise": with_gaussian_noise(SupervisedAugment)}  # + Gaussian noise (ImCLR Sec. 3.3)
 
 
 def build_augment(cfg, image_size: int, mean: Sequence[float], std: Sequence[float]) -> torch.nn.Module:

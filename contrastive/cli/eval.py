@@ -11,6 +11,9 @@ Examples:
     python linear_eval.py results [output_dir=outputs]     # every run's results as one table
     python linear_eval.py export [checkpoint=...] [export.path=backbone.pt]   # plain state_dict
     python linear_eval.py --cfg                            # print the eval config and exit
+    python linear_eval.py eval=transfer checkpoint=<ckpt> eval.transfer.root=<folder> \
+        eval.transfer.datasets=[pets,caltech101]           # transfer table (a Hydra app: -m works)
+    python linear_eval.py embed [checkpoint=...] embed.images=<folder> [embed.format=npy|parquet|both]
 
 Modes (eval.mode): linear (frozen encoder, probe on cached features), finetune,
 knn (weighted, k=200, t=0.1), all (the three, one table). Defaults: configs/eval.yaml.
@@ -41,7 +44,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(USAGE)
         return {}
     setup_logging()
-    command = argv.pop(0) if argv and argv[0] in ("results", "export") else "evaluate"
+    command = argv.pop(0) if argv and argv[0] in ("results", "export", "embed") else "evaluate"
+    if command == "evaluate" and any(a.split("=", 1) == ["eval", "transfer"] for a in argv):
+        return _transfer(argv)
     try:
         parsed = parse_command_line(argv)
         unknown = [f for f in parsed.flags if f not in ("--cfg", "-c", "job")]
@@ -55,6 +60,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
             return _results(parsed.overrides)
         if command == "export":
             return _export(parsed.overrides)
+        if command == "embed":
+            from contrastive.evaluation.transfer.embed import embed_command
+
+            return embed_command(parsed.overrides)
         from contrastive.evaluation import evaluate, prepare
 
         setup = prepare(parsed.overrides)
@@ -66,6 +75,41 @@ def main(argv: Optional[List[str]] = None) -> dict:
     summary = evaluate(setup)
     _print_table(summary)
     return summary
+
+
+def _transfer(argv: List[str]):
+    """``eval=transfer``: a Hydra app (``-m`` sweeps, launchers, ``hydra.run.dir``) running
+    :func:`contrastive.evaluation.transfer.run.run_transfer` per job; every job's config is
+    composed and checked first, so bad input is one ``error:`` line before any work."""
+    from contrastive.cli.hydra_app import prevalidate, run_hydra
+    from contrastive.config.compose import config_dir, finalize_app_config
+    from contrastive.evaluation.transfer.run import run_transfer, validate_transfer_config
+
+    try:
+        command = parse_command_line(argv)
+        if not command.printing:
+            prevalidate(command.overrides, command.multirun, "eval",
+                        check=lambda cfg: validate_transfer_config(cfg.eval.transfer))
+    except ContrastiveError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    results: List[dict] = []
+
+    def job(cfg) -> dict:
+        from hydra.core.hydra_config import HydraConfig
+
+        try:
+            result = run_transfer(finalize_app_config(cfg), Path(HydraConfig.get().runtime.output_dir))
+        except ContrastiveError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        results.append(result)
+        return result
+
+    run_hydra(job, command.argv, config_dir(), "eval", prog="linear_eval.py")
+    if not results:
+        return {}
+    return results if command.multirun else results[0]
 
 
 def _print_table(summary: dict) -> None:

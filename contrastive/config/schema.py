@@ -34,6 +34,11 @@ class DataOnDevice(str, Enum):
     never = "never"
 
 
+class MilestoneUnit(str, Enum):
+    epoch = "epoch"
+    step = "step"
+
+
 class LrScaling(str, Enum):
     linear = "linear"
     sqrt = "sqrt"
@@ -108,6 +113,7 @@ class WarmupCosineSchema(SchedulerSchema):
 class StepSchema(SchedulerSchema):
     milestones: List[int] = MISSING
     gamma: float = MISSING
+    milestone_unit: MilestoneUnit = MISSING
 
 
 #: ConfigStore name -> schema; a YAML names one in its defaults list (``- /schema_trainer@trainer``).

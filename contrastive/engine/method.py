@@ -20,7 +20,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from contrastive.augment.pipelines import EvalTransform, build_augment
+from contrastive.augment.pipelines import EvalTransform
+from contrastive.augment.views import ViewAugments, build_view_augments, multicrop_local_count
 from contrastive.backbones.factory import create_backbone
 from contrastive.core.errors import ConfigError
 from contrastive.core.hardware import resolve_channels_last, resolve_eval_amp
@@ -60,6 +61,8 @@ class Method(pl.LightningModule):
     supervised: bool = False
     #: Strong views per image of the default :meth:`training_views` (the two-view methods: SimCLR, SPCL).
     VIEWS: int = 2
+    #: Whether the method takes multi-crop local views (``augment.multicrop.num_local > 0``) after its 2 global views.
+    MULTICROP: bool = False
     #: The metric the run reports first (printed last, ``summary.json``'s ``headline``, ``curves.png``).
     HEADLINE: Headline = Headline(key="knn_top1", label="kNN top-1 %", mode="max")
 
@@ -69,7 +72,12 @@ class Method(pl.LightningModule):
         self.backbone = create_backbone(
             cfg.backbone.name, data.image_size, small_stem=cfg.backbone.small_stem, **dict(cfg.backbone.kwargs or {})
         )
-        self.augment = build_augment(OmegaConf.to_container(cfg.augment), data.image_size, data.mean, data.std)
+        augment_cfg = OmegaConf.to_container(cfg.augment)
+        if multicrop_local_count(augment_cfg) and not self.MULTICROP:
+            raise ConfigError(f"augment.multicrop.num_local={multicrop_local_count(augment_cfg)}: method "
+                              f"'{cfg.method.name}' cannot use local crops; set augment.multicrop.num_local=0 "
+                              "(multi-crop methods: swav, dino, deepclusterv2)")
+        self.augment = build_view_augments(augment_cfg, data.image_size, data.mean, data.std)
         self.eval_transform = EvalTransform(data.image_size, data.mean, data.std)
         # auto: where measured faster (contrastive/core/hardware.py); inputs only, the weights keep their layout
         self.channels_last = resolve_channels_last(cfg.trainer.channels_last, cfg.trainer.accelerator)
@@ -89,8 +97,16 @@ class Method(pl.LightningModule):
         """A training batch -> (the input of :meth:`training_losses`, its labels). Default:
         ``method.num_views`` strong views, float ``[B, 3, S, S]`` each; view ``v`` of a streamed
         batch takes the workers' crop ``v`` (:meth:`ViewBatch.augmented`)."""
-        views = [self._to_memory_format(batch.augmented(self.augment, crop=v)) for v in range(self.crops_per_image())]
+        if batch.precropped and self.crops_per_image() > self.VIEWS:
+            raise ConfigError("augment.multicrop needs in-memory images: the streaming workers cut global crops "
+                              "only; set dataset.storage=memory or augment.multicrop.num_local=0")
+        views = [self._to_memory_format(batch.augmented(self.view_augment(v), crop=v)) for v in range(self.crops_per_image())]
         return views, batch.labels
+
+    def view_augment(self, v: int) -> torch.nn.Module:
+        """The augmentation of view ``v``: per view for asymmetric and multi-crop recipes
+        (:class:`~contrastive.augment.views.ViewAugments`), else the one shared transform."""
+        return self.augment.view(v) if isinstance(self.augment, ViewAugments) else self.augment
 
     def make_views(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None) -> Tuple[Any, torch.Tensor]:
         """:meth:`training_views` of uint8 ``images`` (full ``[B, 3, H, W]`` or streamed crops
@@ -99,7 +115,10 @@ class Method(pl.LightningModule):
 
     def crops_per_image(self) -> int:
         """Crops per image a streamed training batch carries (``[B, V, 3, S, S]``): one per view.
-        Default: :attr:`VIEWS`; a method whose view count is a setting overrides this (SimCLIC: ``method.num_views``)."""
+        Default: :attr:`VIEWS`, plus the local crops of a multi-crop method; a method whose view count
+        is a setting overrides this (SimCLIC: ``method.num_views``)."""
+        if isinstance(self.augment, ViewAugments):
+            return self.VIEWS + self.augment.num_local
         return self.VIEWS
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:

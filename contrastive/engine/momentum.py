@@ -56,13 +56,21 @@ class MomentumCopy(nn.Module):
 
     Args:
         *online: The online modules to follow, in the order :meth:`__getitem__` returns them.
+        fresh: Optionally, newly built modules of the same architecture to use as the copies (they
+            get the online weights): for modules ``copy.deepcopy`` cannot copy (the old
+            ``torch.nn.utils.weight_norm`` in DINO's head).
     """
 
-    def __init__(self, *online: nn.Module) -> None:
+    def __init__(self, *online: nn.Module, fresh: Sequence[nn.Module] | None = None) -> None:
         super().__init__()
         if not online:
             raise ConfigError("MomentumCopy needs at least one module to copy; got none")
-        self.copies = nn.ModuleList(copy.deepcopy(m) for m in online)
+        if fresh is None:
+            self.copies = nn.ModuleList(copy.deepcopy(m) for m in online)
+        else:
+            self.copies = nn.ModuleList(fresh)
+            for c, m in zip(self.copies, online):
+                c.load_state_dict(m.state_dict())
         for p in self.copies.parameters():
             p.requires_grad_(False)
 
@@ -133,10 +141,11 @@ class MomentumMethod(Method):
         if str(m.schedule) not in SCHEDULES:
             raise ConfigError(f"method.momentum.schedule='{m.schedule}' is unknown; valid choices: {', '.join(SCHEDULES)}")
 
-    def init_momentum(self, *online: nn.Module) -> None:
-        """Create ``self.momentum``, the frozen copy of ``online`` (call once, after building them)."""
+    def init_momentum(self, *online: nn.Module, fresh: Sequence[nn.Module] | None = None) -> None:
+        """Create ``self.momentum``, the frozen copy of ``online`` (call once, after building them;
+        ``fresh``: see :class:`MomentumCopy`)."""
         self._online = online  # a tuple is not registered: the modules stay owned where they are
-        self.momentum = MomentumCopy(*online)
+        self.momentum = MomentumCopy(*online, fresh=fresh)
 
     def trainable_modules(self) -> Sequence[nn.Module]:
         """Every child module except the momentum copy."""
@@ -154,11 +163,13 @@ class MomentumMethod(Method):
         return cosine_momentum(self.global_step, total, base, final)
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         # A resumed run starts at the checkpoint's step: the copy was already updated for it.
         self._updated_at_step = self.global_step
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         """Update the copy when an optimizer step happened since the last update."""
+        super().on_train_batch_end(outputs, batch, batch_idx)
         if self.global_step <= self._updated_at_step:
             return  # gradient accumulation in progress, or the step was skipped
         self._updated_at_step = self.global_step

@@ -93,10 +93,28 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, final_ratio: f
     return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def step_decay(step: int, steps_per_epoch: int, milestones: Sequence[int], gamma: float) -> float:
-    """Multiplier ``gamma ** (number of milestone epochs passed)`` (ResNet/ImCLR recipes)."""
-    epoch = step // max(1, steps_per_epoch)
-    return gamma ** sum(epoch >= m for m in milestones)
+#: Units a step schedule's milestones count in (``scheduler.milestone_unit``).
+MILESTONE_UNITS = ("epoch", "step")
+
+
+def step_decay(step: int, steps_per_epoch: int, milestones: Sequence[int], gamma: float, unit: str = "epoch") -> float:
+    """Multiplier ``gamma ** (number of milestones passed)`` (ResNet/ImCLR recipes).
+
+    Args:
+        step: Optimizer step, from 0.
+        steps_per_epoch: Optimizer steps per epoch (used only when ``unit`` is ``"epoch"``).
+        milestones: Where the lr is multiplied by ``gamma``, in ``unit``s.
+        gamma: The factor.
+        unit: ``"epoch"`` (a milestone ``m`` is passed from step ``m x steps_per_epoch`` on) or
+            ``"step"`` (from optimizer step ``m`` on: "by a factor of 0.2 at 130,000 iterations").
+
+    Raises:
+        ConfigError: ``unit`` is not one of :data:`MILESTONE_UNITS`.
+    """
+    if unit not in MILESTONE_UNITS:
+        raise ConfigError(f"unknown scheduler.milestone_unit '{unit}'; valid choices: {', '.join(MILESTONE_UNITS)}")
+    position = step if unit == "step" else step // max(1, steps_per_epoch)
+    return gamma ** sum(position >= m for m in milestones)
 
 
 #: A warm-up longer than the run is cut to this share of the run (one warning line).
@@ -119,7 +137,7 @@ def lr_multiplier(cfg: Any, step: int, steps_per_epoch: int, total_steps: int) -
     if cfg.name == "warmup_cosine":
         return warmup_cosine(step, total_steps, warmup_steps(cfg, steps_per_epoch, total_steps), float(cfg.final_lr_ratio))
     if cfg.name == "step":
-        return step_decay(step, steps_per_epoch, list(cfg.milestones), float(cfg.gamma))
+        return step_decay(step, steps_per_epoch, list(cfg.milestones), float(cfg.gamma), str(cfg.milestone_unit))
     if cfg.name == "constant":
         return 1.0
     raise ConfigError(f"unknown scheduler '{cfg.name}'; valid choices: {', '.join(SCHEDULERS)}")

@@ -31,9 +31,18 @@ Head = Tuple[torch.Tensor, torch.Tensor]  # (weight [C, D], bias [C])
 
 def _objective(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                l2: float) -> torch.Tensor:
-    """Mean cross-entropy plus ``l2 / 2 * ||W||^2`` (the bias is not regularised)."""
+    """Mean cross-entropy plus ``l2 / 2 * ||W||^2`` (the bias is not regularised).
+
+    A float multi-hot ``y`` ``[N, C]`` (VOC2007) gets one binary logistic regression per
+    class (sigmoid cross-entropy summed over classes); not stated in the paper: our choice
+    because a softmax cannot score several labels of one image independently.
+    """
     logits = x @ weight.T + bias  # [N, C]
-    return F.cross_entropy(logits, y) + 0.5 * l2 * weight.pow(2).sum()
+    if y.is_floating_point():
+        data = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction="sum") / len(y)
+    else:
+        data = F.cross_entropy(logits, y)
+    return data + 0.5 * l2 * weight.pow(2).sum()
 
 
 def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
@@ -42,7 +51,7 @@ def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, num_classes: int, 
 
     Args:
         x: ``[N, D]`` float features.
-        y: ``[N]`` int64 labels.
+        y: ``[N]`` int64 labels, or float multi-hot ``[N, C]``.
         num_classes: C.
         l2: L2 strength on the weights.
         max_iter: L-BFGS iteration cap.

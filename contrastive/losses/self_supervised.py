@@ -1,0 +1,57 @@
+"""Losses of the momentum-teacher and queue baselines, as pure functions of tensors.
+
+Each function is the formula of its paper; tests check them against the formulas written out.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+def normalized_mse(prediction: Tensor, target: Tensor) -> Tensor:
+    """BYOL (Grill et al. 2020, Eq. 2): ``|| q/||q|| - z'/||z'|| ||^2 = 2 - 2 cos(q, z')``, mean over the batch.
+
+    Args:
+        prediction: ``q`` ``[B, D]`` (online branch).
+        target: ``z'`` ``[B, D]`` (target branch; detached by the caller).
+    """
+    return (2.0 - 2.0 * F.cosine_similarity(prediction.float(), target.float(), dim=1)).mean()
+
+
+def negative_cosine(prediction: Tensor, target: Tensor) -> Tensor:
+    """SimSiam (Chen & He 2021, Eq. 1): ``D(p, z) = - p/||p|| . z/||z||``, mean over the batch;
+    the caller stops the gradient of ``z``."""
+    return -F.cosine_similarity(prediction.float(), target.float(), dim=1).mean()
+
+
+def info_nce_with_queue(query: Tensor, key: Tensor, queue: Tensor, temperature: float) -> Tensor:
+    """MoCo (He et al. 2020, Eq. 1): ``-log exp(q.k+/t) / (exp(q.k+/t) + sum_K exp(q.k_i/t))``.
+
+    Args:
+        query: ``q`` ``[B, D]``, l2-normalised.
+        key: ``k+`` ``[B, D]``, l2-normalised, no gradient (row ``i``: the positive of ``q_i``).
+        queue: ``[K, D]`` negatives, l2-normalised.
+        temperature: ``t`` > 0.
+    """
+    positive = (query * key).sum(dim=1, keepdim=True)  # [B, 1]
+    negative = query @ queue.t()  # [B, K]
+    logits = torch.cat([positive, negative], dim=1).float() / temperature  # [B, 1 + K]
+    return F.cross_entropy(logits, torch.zeros(query.shape[0], dtype=torch.long, device=query.device))
+
+
+def batch_info_nce(query: Tensor, keys: Tensor, temperature: float, offset: int = 0) -> Tensor:
+    """MoCo v3 (Chen, Xie, He 2021, Alg. 1 ``ctr``): cross-entropy of ``q . k^T / t`` with the
+    positive of query ``i`` at key ``offset + i``, scaled by ``2 t``.
+
+    Args:
+        query: ``[B, D]`` l2-normalised queries of this process.
+        keys: ``[M, D]`` l2-normalised keys (the global batch under DDP), no gradient.
+        temperature: ``t`` > 0.
+        offset: Position of this process's first key in ``keys`` (``rank x B``).
+    """
+    logits = query.float() @ keys.float().t() / temperature  # [B, M]
+    labels = torch.arange(query.shape[0], device=query.device) + offset  # [B]
+    return 2.0 * temperature * F.cross_entropy(logits, labels)

@@ -1,0 +1,64 @@
+"""InsDis: Unsupervised Feature Learning via Non-Parametric Instance Discrimination (Wu, Xiong,
+Yu, Lin, CVPR 2018, https://arxiv.org/abs/1805.01978).
+
+Every training image is its own class: a memory bank holds one l2-normalised 128-d feature per
+image, refreshed with momentum 0.5 ("v_i <- m v_i + (1 - m) f_i", Sec. 3.3), and each feature is
+classified against its own bank entry among ``m`` randomly drawn entries with the non-parametric
+softmax ``exp(v_i . f / tau) / sum_j exp(v_j . f / tau)`` (Eq. 2) at ``tau = 0.07``, ``m = 4096``.
+The paper approximates the softmax over all N with NCE (Eq. 4-6); here the softmax is taken over
+the positive and the ``m`` sampled negatives (InfoNCE, the form MoCo and solo-learn use), so no
+normalising constant ``Z`` is estimated: our choice, because it is exact over the drawn set and
+removes NCE's constant. The bank is :class:`~contrastive.memory.feature_bank.FeatureBank`.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+
+from contrastive.core.errors import ConfigError
+from contrastive.core.registry import METHODS
+from contrastive.engine.method import DataInfo, Method
+from contrastive.losses.self_supervised import info_nce_with_queue
+from contrastive.memory.feature_bank import FeatureBank
+
+
+@METHODS.register("insdis")
+class InsDis(Method):
+    """Instance discrimination with a per-sample memory bank, one view per image."""
+
+    VIEWS = 1
+
+    def __init__(self, cfg, data: DataInfo) -> None:
+        super().__init__(cfg, data)
+        m = cfg.method
+        dim = int(m.output_dim)
+        self.projection_head = torch.nn.Linear(self.backbone.feature_dim, dim)  # InsDis: fc to 128-d
+        self.bank = FeatureBank(data.num_train, dim, momentum=float(m.bank_momentum))
+        g = torch.Generator().manual_seed(int(cfg.seed))
+        self.bank.features = F.normalize(torch.randn(data.num_train, dim, generator=g), dim=1)  # random unit init
+        self.bank.filled.fill_(True)
+
+    @classmethod
+    def validate_config(cls, cfg, data: DataInfo) -> None:
+        m = cfg.method
+        if not float(m.temperature) > 0:
+            raise ConfigError(f"method.temperature must be > 0, got {m.temperature}")
+        if not 0.0 <= float(m.bank_momentum) < 1.0:
+            raise ConfigError(f"method.bank_momentum={m.bank_momentum} is outside [0, 1)")
+        if not 1 <= int(m.num_negatives) <= data.num_train:
+            raise ConfigError(f"method.num_negatives={m.num_negatives} must be in [1, {data.num_train}] (the training set size)")
+
+    def training_losses(self, views: List[torch.Tensor], labels, indices) -> Dict[str, torch.Tensor]:
+        m = self.cfg.method
+        f = F.normalize(self.projection_head(self.backbone(views[0])), dim=1)  # [B, d]
+        drawn = torch.randint(0, self.data.num_train, (int(m.num_negatives),), device=f.device)  # [m]
+        negatives, _ = self.bank.lookup(drawn)  # [m, d]
+        positives, _ = self.bank.lookup(indices)  # [B, d], the images' own entries
+        loss = info_nce_with_queue(f, positives, negatives, float(m.temperature))
+        with torch.no_grad():
+            refreshed = F.normalize(float(m.bank_momentum) * positives + (1.0 - float(m.bank_momentum)) * f.detach(), dim=1)
+        self.bank.update(indices, refreshed)  # InsDis re-normalises after the momentum step
+        return {"loss": loss}

@@ -1,0 +1,72 @@
+"""SwAV: Unsupervised Learning of Visual Features by Contrasting Cluster Assignments (Caron,
+Misra, Mairal, Goyal, Bojanowski, Joulin, NeurIPS 2020, https://arxiv.org/abs/2006.09882).
+
+"Swapped prediction": the code (Sinkhorn-Knopp soft assignment to prototypes, computed on the
+global views only) of one view is predicted from the other views' prototype scores (Eq. 1-3),
+lightly's ``SwaVLoss`` (3 Sinkhorn iterations, epsilon 0.05, temperature 0.1). Multi-crop
+(``augment.multicrop``): 2 global + N low-resolution views, all predicting the global views' codes.
+The prototypes are l2-normalised after every step (Sec. 4: "we normalize the prototypes") and
+"frozen during the first epoch" (Appendix: their gradients are dropped for
+``method.freeze_prototypes_epochs``). SwAV's queue for small batches is not implemented.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+from lightly.loss import SwaVLoss
+from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
+
+from contrastive.core.errors import ConfigError
+from contrastive.core.registry import METHODS
+from contrastive.engine.method import DataInfo, Method, check_batch_size
+
+
+@METHODS.register("swav")
+class SwAV(Method):
+    """SwAV with lightly's projection head, prototypes and loss."""
+
+    MULTICROP = True
+
+    def __init__(self, cfg, data: DataInfo) -> None:
+        super().__init__(cfg, data)
+        m = cfg.method
+        out = int(m.projection.output_dim)
+        self.projection_head = SwaVProjectionHead(self.backbone.feature_dim, int(m.projection.hidden_dim), out)
+        self.prototypes = SwaVPrototypes(out, int(m.num_prototypes))
+        self.criterion = SwaVLoss(temperature=float(m.temperature), sinkhorn_iterations=int(m.sinkhorn_iterations),
+                                  sinkhorn_epsilon=float(m.sinkhorn_epsilon), sinkhorn_gather_distributed=True)
+
+    @classmethod
+    def validate_config(cls, cfg, data: DataInfo) -> None:
+        m = cfg.method
+        if int(m.num_prototypes) < 2:
+            raise ConfigError(f"method.num_prototypes must be >= 2, got {m.num_prototypes}")
+        for key in ("temperature", "sinkhorn_epsilon"):
+            if not float(m[key]) > 0:
+                raise ConfigError(f"method.{key} must be > 0, got {m[key]}")
+        if int(m.freeze_prototypes_epochs) < 0:
+            raise ConfigError(f"method.freeze_prototypes_epochs must be >= 0, got {m.freeze_prototypes_epochs}")
+        check_batch_size(cfg, 2, "the Sinkhorn-Knopp equipartition over the batch")
+
+    def scores(self, images: torch.Tensor) -> torch.Tensor:
+        """Prototype scores ``[B, K]`` of l2-normalised projections."""
+        z = F.normalize(self.projection_head(self.backbone(images)), dim=1)  # [B, d]
+        return self.prototypes(z)  # [B, K]
+
+    def training_losses(self, views: List[torch.Tensor], labels, indices) -> Dict[str, torch.Tensor]:
+        scores = [self.scores(v).float() for v in views]  # (2 + N) x [B, K]
+        return {"loss": self.criterion(scores[:2], scores[2:]).reshape(())}  # lightly returns [1]
+
+    def on_after_backward(self) -> None:
+        if self.current_epoch < int(self.cfg.method.freeze_prototypes_epochs):
+            for p in self.prototypes.parameters():
+                p.grad = None  # SwAV: the prototypes stay fixed during the first epoch
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
+        with torch.no_grad():
+            for head in self.prototypes.heads:
+                head.weight.copy_(F.normalize(head.weight, dim=1))
