@@ -139,7 +139,7 @@ class ImCLR(ClassifierMethod):
         """A batch of ``B`` images (labels ``[B]``) -> input ``[B, 3, k*S, S]`` and soft targets ``[B, C]``.
 
         Crop/flip (or the streamed crop of each slot), AutoAugment on uint8 when on (paper
-        Sec. 3.5: after the crop, before normalisation), CutMix/MixUp within each slot, then
+        Sec. 3.4: after the crop, before normalisation), CutMix/MixUp within each slot, then
         the concatenation; the target is the mean of the ``k`` (mixed) one-hots."""
         b = len(batch)
         idx = self.slot_indices(torch.arange(b, device=batch.images.device))  # [k*B], slot-major

@@ -28,7 +28,7 @@ SPCL groups the data into prototypes and adds two prototype-level terms:
    partner (:func:`contrastive.clustering.prototype_pairs.prototype_pairs`), and a small head on ``|f_a - f_b|``
    predicts "same prototype" (BCE); a linear head on the representation that predicts the
    sample's prototype (CE, or symmetric CE against noisy prototypes: the paper's "as long
-   as the number of prototypes does not match the number of classes in the down-stream
+   as the the number of prototypes does not match the number of classes in the down-stream
    task, noise in the semantic structure will be introduced"). A weight of 0 removes the
    term and its head.
 

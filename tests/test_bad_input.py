@@ -88,9 +88,9 @@ def _output_under_a_file(tmp):
 TRUNCATED = _jpeg()[: len(_jpeg()) // 2]
 CASES = [
     # ---- command line and config values
-    ("unknown method", _fixed("method=nope"), "unknown method 'nope'; valid choices: imclr, "),
+    ("unknown method", _fixed("method=nope"), "unknown method 'nope'; valid choices: barlowtwins, byol, "),
     ("unknown experiment (typo)", _fixed("experiment=simclr_cifar1O"), "unknown experiment 'simclr_cifar1O'; valid choices: "),
-    ("plugin method without its module", _plugin_yaml_only, "unknown method 'yaml_only'; valid choices: imclr,"),
+    ("plugin method without its module", _plugin_yaml_only, "unknown method 'yaml_only'; valid choices: barlowtwins, byol,"),
     ("unregistered backbone name", _fixed("backbone.name=no_such_net"), "unknown backbone 'no_such_net'; valid choices:"),
     ("unknown trainer option", _fixed("trainer.gradient_clip_vale=1.0"), "did you mean trainer.gradient_clip_val"),
     ("trainer option set by the framework", _fixed("trainer.callbacks=[]"), "trainer.callbacks cannot be set"),

@@ -279,10 +279,10 @@ def test_presets_compose_with_the_paper_schedules():
     expected = {
         "imclr_rn56_tinyimagenet": ("tinyimagenet", "resnet56", 0.1, [40, 60], 0.1, 80, 64, (0, 0.125, "nearest")),  # "batch size of 64", "shift range of 0.125"
         "imclr_vgg16_cifar100": ("cifar100", "vgg16", 0.1, [150, 225], 0.1, 300, 128, (0, 0.1, "nearest")),  # "shift range 0.1"
-        "imclr_prn18_cifar100": ("cifar100", "preact_resnet18", 0.1, [60, 120, 180], 0.2, 200, 128, (4, None, "zero")),
+        "imclr_prn18_cifar100": ("cifar100", "preact_resnet18", 0.1, [60, 120, 180], 0.2, 200, 128, (0, 0.1, "nearest")),  # "follow that of VGG16-CIFAR100"
         "imclr_srn18_cifar10": ("cifar10", "seresnet18", 0.1, [30, 60, 90], 0.1, 100, 128, (4, None, "zero")),  # "30-60-90 ... factor 0.1"
         "imclr_rn20_cifar10": ("cifar10", "resnet20", 0.08, [150, 225], 0.1, 300, 128, (0, 0.1, "nearest")),
-        "imclr_wrn16_8_stl10": ("stl10", "wrn_16_8", 0.1, [50, 75], 0.1, 100, 64, (0, 0.125, "nearest")),  # "100 epochs", "0.1 at 50 and 75", "64"
+        "imclr_wrn16_8_stl10": ("stl10", "wrn_16_8", 0.1, [50, 75], 0.1, 100, 64, (0, 0.1, "nearest")),  # "Data augmentation follows VGG16-CIFAR100"
     }
     for preset, (dataset, backbone, lr, milestones, gamma, epochs, batch, shift) in expected.items():
         cfg = _config(f"experiment={preset}")

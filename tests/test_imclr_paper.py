@@ -142,11 +142,17 @@ def test_base_plus_flips_averages_the_outputs_of_the_image_and_its_flip():
     ("imclr_rn56_tinyimagenet_cutmix", "imclr_rn56_tinyimagenet", {"method.mix": "cutmix", "method.mix_prob": 0.5}),  # Table 6
     ("imclr_vgg16_cifar100_cutmix", "imclr_vgg16_cifar100", {"method.mix": "cutmix", "method.mix_prob": 0.5}),
     ("imclr_prn18_cifar100_cutmix", "imclr_prn18_cifar100", {"method.mix": "cutmix", "method.mix_prob": 0.5}),
+    ("imclr_prn18_cifar100_autoaugment", "imclr_prn18_cifar100", {"method.autoaugment": True}),  # Table 7
+    ("imclr_prn18_cifar100_tta", "imclr_prn18_cifar100", {"method.tta": "flip"}),  # Table 9
+    ("imclr_vgg16_cifar100_2x", "imclr_vgg16_cifar100", {"method.k": 1, "batch_size": 256, "optimizer.lr": 0.2,  # Table 2's
+                                                         "scheduler.milestones": [300, 450], "trainer.max_epochs": 600,  # control
+                                                         "knn.every_n_epochs": 50}),
 ])
 def test_table_6_and_8_presets_are_their_table_2_recipe_plus_one_change(preset, parent, changed):
     got, base = (OmegaConf.to_container(_composed((f"experiment={p}",)), resolve=True) for p in (preset, parent))
     for key, value in changed.items():
-        section, name = key.split(".")
-        assert got[section][name] == value and base[section][name] != value, key
-        got[section].pop(name), base[section].pop(name)
+        section, name = key.split(".") if "." in key else (None, key)
+        g, p = (got[section], base[section]) if section else (got, base)
+        assert g[name] == value and p[name] != value, key
+        g.pop(name), p.pop(name)
     assert got == base  # everything else: the parent's recipe, reused through the defaults list

@@ -116,7 +116,7 @@ def _small(choice):
 
 
 @pytest.mark.parametrize("choice", [f"method={m}" for m in _methods()] +
-                         ["experiment=simclr_cifar10", "experiment=spcl_cifar100", "experiment=imclr_rn20_cifar10"])
+                         ["experiment=simclr_cifar10", "experiment=spcl_cifar100_resnet18", "experiment=imclr_rn20_cifar10"])
 @pytest.mark.slow
 def test_one_epoch_trains_for_every_method_and_the_longest_warmup_presets(tmp_path, choice, monkeypatch):
     """``trainer.max_epochs=1`` just works: a 10-epoch warm-up is cut, whatever the recipe says. The

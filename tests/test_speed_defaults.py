@@ -133,7 +133,7 @@ SMALL = {
     "imclr": ["scheduler=warmup_cosine"],  # its preset's step schedule has no warmup_epochs (a FAST key)
     "byol": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.predictor.hidden_dim=16"],
     "simsiam": ["method.projection.hidden_dim=32", "method.projection.output_dim=32", "method.predictor.hidden_dim=8"],
-    "mocov1": ["method.projection.output_dim=16", "method.queue_size=64"],
+    "mocov1": ["method.projection.output_dim=16", "method.queue_size=64", "scheduler=warmup_cosine"],  # its step schedule has no warmup_epochs
     "mocov2": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.queue_size=64"],
     "mocov3": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.predictor.hidden_dim=32"],
     "simclrv2": ["method.projection.hidden_dim=32", "method.projection.output_dim=16"],

@@ -90,7 +90,7 @@ def test_cli_subprocess_reports_error_without_traceback():
     proc = subprocess.run([sys.executable, "train.py", "method=doesnotexist"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("error: unknown method 'doesnotexist'; valid choices: imclr, ") and "simclr, spcl" in line
+    assert line.startswith("error: unknown method 'doesnotexist'; valid choices: barlowtwins, byol, ") and "simclr, simclrv2, simsiam, spcl" in line
     assert "contrastive.configs' entry point" in line  # the hint for a plugin whose YAML is not found
     assert "Traceback" not in proc.stderr
 
