@@ -55,3 +55,22 @@ LONGEST_FIRST = ("test_packaging.py", "test_headline.py", "test_speed_defaults.p
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+#: Small heads per method so a step takes well under a second on 2 CPU cores (tests/test_methods.py,
+#: tests/test_speed_defaults.py add their own per-test settings).
+SMALL_HEADS = {
+    "simclr": ["method.projection.hidden_dim=32", "method.projection.output_dim=16"],
+    "simclic": ["method.projection.hidden_dim=32", "method.projection.output_dim=32", "method.predictor_hidden_dim=8"],
+    "byol": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.predictor.hidden_dim=16"],
+    "simsiam": ["method.projection.hidden_dim=32", "method.projection.output_dim=32", "method.predictor.hidden_dim=8"],
+    "mocov1": ["method.projection.output_dim=16", "method.queue_size=64"],
+    "mocov2": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.queue_size=64"],
+    "mocov3": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.predictor.hidden_dim=32"],
+    "simclrv2": ["method.projection.hidden_dim=32", "method.projection.output_dim=16"],
+    "barlowtwins": ["method.projection.hidden_dim=32", "method.projection.output_dim=32"],
+    "vicreg": ["method.projection.hidden_dim=32", "method.projection.output_dim=32"],
+    "swav": ["method.num_prototypes=8", "method.projection.hidden_dim=32", "method.projection.output_dim=16"],
+    "dino": ["method.head.hidden_dim=32", "method.head.bottleneck_dim=16", "method.head.output_dim=64"],
+    "insdis": ["method.num_negatives=32"],
+}

@@ -13,27 +13,12 @@ from contrastive.config.plugins import load_builtin_methods
 from contrastive.data.batch import ViewBatch
 from contrastive.engine.method import DataInfo
 from contrastive.core.registry import METHODS
+from tests.conftest import SMALL_HEADS
 
 load_builtin_methods()
 
 #: Small heads so a step takes well under a second on 2 CPU cores.
-SMALL = {
-    "simclr": ["method.projection.hidden_dim=32", "method.projection.output_dim=16"],
-    "simclic": ["method.projection.hidden_dim=32", "method.projection.output_dim=32", "method.predictor_hidden_dim=8"],
-    "spcl": [],
-    "imclr": [],
-    "byol": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.predictor.hidden_dim=16"],
-    "simsiam": ["method.projection.hidden_dim=32", "method.projection.output_dim=32", "method.predictor.hidden_dim=8"],
-    "mocov1": ["method.projection.output_dim=16", "method.queue_size=64"],
-    "mocov2": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.queue_size=64"],
-    "mocov3": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.predictor.hidden_dim=32"],
-    "simclrv2": ["method.projection.hidden_dim=32", "method.projection.output_dim=16"],
-    "barlowtwins": ["method.projection.hidden_dim=32", "method.projection.output_dim=32"],
-    "vicreg": ["method.projection.hidden_dim=32", "method.projection.output_dim=32"],
-    "swav": ["method.num_prototypes=8", "method.projection.hidden_dim=32", "method.projection.output_dim=16"],
-    "dino": ["method.head.hidden_dim=32", "method.head.bottleneck_dim=16", "method.head.output_dim=64"],
-    "insdis": ["method.num_negatives=32"],
-}
+SMALL = {**SMALL_HEADS, "spcl": [], "imclr": []}
 
 
 def _build(name):

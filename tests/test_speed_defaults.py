@@ -20,7 +20,7 @@ from contrastive.core.errors import ConfigError
 from contrastive.engine.method import DataInfo, Method
 from contrastive.engine.nonfinite import NonFiniteGuard, NonFiniteLossError
 from contrastive.core.registry import METHODS
-from tests.conftest import FAST, ROOT
+from tests.conftest import FAST, ROOT, SMALL_HEADS
 
 load_builtin_methods()
 
@@ -126,22 +126,11 @@ def test_guard_names_the_first_bad_step_at_the_check_and_only_syncs_there():
 
 # ------------------------------------------------------------------ host syncs in the training step
 SMALL = {
-    "simclr": ["method.projection.hidden_dim=32", "method.projection.output_dim=16"],
-    "simclic": ["method.projection.hidden_dim=32", "method.projection.output_dim=32", "method.predictor_hidden_dim=8"],
+    **SMALL_HEADS,
     "spcl": ["method.num_prototypes=[4]", "method.metric_hidden_dim=16", "method.projection.hidden_dim=32",
              "method.projection.output_dim=16"],
     "imclr": ["scheduler=warmup_cosine"],  # its preset's step schedule has no warmup_epochs (a FAST key)
-    "byol": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.predictor.hidden_dim=16"],
-    "simsiam": ["method.projection.hidden_dim=32", "method.projection.output_dim=32", "method.predictor.hidden_dim=8"],
-    "mocov1": ["method.projection.output_dim=16", "method.queue_size=64", "scheduler=warmup_cosine"],  # its step schedule has no warmup_epochs
-    "mocov2": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.queue_size=64"],
-    "mocov3": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.predictor.hidden_dim=32"],
-    "simclrv2": ["method.projection.hidden_dim=32", "method.projection.output_dim=16"],
-    "barlowtwins": ["method.projection.hidden_dim=32", "method.projection.output_dim=32"],
-    "vicreg": ["method.projection.hidden_dim=32", "method.projection.output_dim=32"],
-    "swav": ["method.num_prototypes=8", "method.projection.hidden_dim=32", "method.projection.output_dim=16"],
-    "dino": ["method.head.hidden_dim=32", "method.head.bottleneck_dim=16", "method.head.output_dim=64"],
-    "insdis": ["method.num_negatives=32"],
+    "mocov1": [*SMALL_HEADS["mocov1"], "scheduler=warmup_cosine"],  # likewise
 }
 #: Syncs per step a method's own loss still makes, with the reason (none for the base class).
 #: methods/spcl.py: `if bool((targets >= 0).all())` picks the loss terms and the metric loss reads the anchor
