@@ -60,12 +60,19 @@ class MoCoV2(MomentumMethod):
         with torch.no_grad():
             return F.normalize(self.momentum[1](self.momentum[0](images)), dim=1)
 
-    def training_losses(self, views: List[torch.Tensor], labels, indices) -> Dict[str, torch.Tensor]:
-        q = F.normalize(self.projection_head(self.backbone(views[0])), dim=1)  # [B, d]
-        k = self.keys(views[1])  # [B, d]
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        """l2-normalised queries of the online encoder ``[B, d]``."""
+        return F.normalize(self.projection_head(self.backbone(images)), dim=1)
+
+    def instance_loss(self, q: torch.Tensor, key_images: torch.Tensor) -> torch.Tensor:
+        """InfoNCE of queries ``q [B, d]`` against the keys of ``key_images`` and the queue; enqueues the keys."""
+        k = self.keys(key_images)  # [B, d]
         # [K, d], before this batch's keys go in; a copy, since the enqueue below writes in place
         # into the tensor the backward pass of q @ queue^T needs
         negatives = self.queue.keys.to(q.device).clone()
         loss = info_nce_with_queue(q, k, negatives, float(self.cfg.method.temperature))
         self.queue.enqueue(k)
-        return {"loss": loss}
+        return loss
+
+    def training_losses(self, views: List[torch.Tensor], labels, indices) -> Dict[str, torch.Tensor]:
+        return {"loss": self.instance_loss(self.query(views[0]), views[1])}

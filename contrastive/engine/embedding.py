@@ -6,7 +6,7 @@ over the training set at every epoch (Mo, Sun & Li 2022, https://arxiv.org/abs/2
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -51,3 +51,15 @@ def embed_split(method: Method, images: torch.Tensor, transform: Callable[[torch
         features, _, index = gather_padded(method, features, index, index)
         features = features[index.argsort()]  # [N, D]
     return features
+
+
+def on_rank_zero(method: Method, compute: Callable[[], Any]) -> Any:
+    """``compute()`` on the global rank 0 only, its result broadcast to every process.
+
+    For work that must give every process the same answer and that one process should do
+    (faiss k-means over the gathered features: the prototype methods)."""
+    trainer = method.trainer
+    payload = compute() if trainer.is_global_zero else None
+    if trainer.world_size > 1:
+        payload = trainer.strategy.broadcast(payload, src=0)
+    return payload

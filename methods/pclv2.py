@@ -1,0 +1,117 @@
+"""PCL v2: Prototypical Contrastive Learning of Unsupervised Representations (Li, Zhou, Xiong,
+Hoi, ICLR 2021, https://arxiv.org/abs/2005.04966).
+
+MoCo v2 (:mod:`methods.mocov2`: momentum encoder, key queue, MLP head, its augmentation) plus
+prototypes. At the start of every epoch after a warm-up, the momentum encoder embeds every
+training image (un-augmented, the eval transform) and faiss k-means clusters the embeddings
+``M`` times with different cluster counts (the paper's ImageNet run: 25,000, 50,000 and 100,000).
+Each cluster gets a concentration ``phi`` (:func:`contrastive.clustering.concentration.concentration`)
+and the loss is ProtoNCE (Eq. 6): MoCo's InfoNCE plus, averaged over the ``M`` clusterings, the
+InfoNCE of the query against its own prototype and ``r`` sampled prototypes, each logit scaled
+by its prototype's ``1 / phi`` (:func:`contrastive.losses.clustering.proto_nce`). Under DDP every
+process embeds a shard, rank 0 clusters the gathered features and broadcasts the result.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List
+
+import torch
+
+from contrastive.clustering.concentration import concentration
+from contrastive.clustering.kmeans import cluster_stats, kmeans
+from contrastive.core.errors import ConfigError
+from contrastive.core.registry import METHODS
+from contrastive.engine.embedding import embed_split, on_rank_zero
+from contrastive.engine.method import DataInfo
+from contrastive.losses.clustering import draw_prototypes, proto_nce
+from .mocov2 import MoCoV2
+
+log = logging.getLogger(__name__)
+
+
+@METHODS.register("pclv2")
+class PCLv2(MoCoV2):
+    """MoCo v2 + ProtoNCE against per-epoch k-means prototypes of the momentum features."""
+
+    def __init__(self, cfg, data: DataInfo) -> None:
+        super().__init__(cfg, data)
+        m, dim = cfg.method, int(cfg.method.projection.output_dim)
+        self.ks = [int(k) for k in m.num_prototypes]
+        # Prototypes, their concentrations and every sample's prototype, per clustering (checkpointed).
+        for j, k in enumerate(self.ks):
+            self.register_buffer(f"centroids_{j}", torch.zeros(k, dim))
+            self.register_buffer(f"concentration_{j}", torch.ones(k))
+        self.register_buffer("assignments", torch.full((len(self.ks), data.num_train), -1, dtype=torch.long))
+
+    @classmethod
+    def validate_config(cls, cfg, data: DataInfo) -> None:
+        super().validate_config(cfg, data)
+        m = cfg.method
+        ks = list(m.num_prototypes)
+        if not ks or any(not 2 <= int(k) <= data.num_train for k in ks):
+            raise ConfigError(f"method.num_prototypes={ks} is not valid: a non-empty list of cluster counts, "
+                              f"each in [2, {data.num_train}] (2 to the training set size)")
+        if not 1 <= int(m.num_negative_prototypes) < min(int(k) for k in ks):
+            raise ConfigError(f"method.num_negative_prototypes={m.num_negative_prototypes} must be in "
+                              f"[1, {min(int(k) for k in ks) - 1}] (below the smallest cluster count)")
+        if int(m.warmup_epochs) < 0 or int(m.kmeans_iterations) < 1 or int(m.embed_batch_size) < 1:
+            raise ConfigError(f"method.warmup_epochs must be >= 0 and method.kmeans_iterations, embed_batch_size "
+                              f">= 1, got {m.warmup_epochs}, {m.kmeans_iterations}, {m.embed_batch_size}")
+        if not float(m.concentration_alpha) > 0:
+            raise ConfigError(f"method.concentration_alpha must be > 0, got {m.concentration_alpha}")
+
+    def prototypes(self, j: int):
+        """``(centroids [K_j, d], concentration [K_j])`` of clustering ``j``."""
+        return getattr(self, f"centroids_{j}"), getattr(self, f"concentration_{j}")
+
+    # ------------------------------------------------------------------ clustering
+    def on_train_epoch_start(self) -> None:
+        """Re-cluster the momentum features (from epoch ``method.warmup_epochs`` on; before: MoCo v2 only)."""
+        super().on_train_epoch_start()
+        if self.current_epoch < int(self.cfg.method.warmup_epochs):
+            return
+        images = self.trainer.datamodule.splits.train.images
+        momentum_embed = lambda x: self.momentum[1](self.momentum[0](x))  # noqa: E731
+        features = embed_split(self, images, self.eval_transform, momentum_embed, int(self.cfg.method.embed_batch_size))
+        assignments, prototypes, stats = on_rank_zero(self, lambda: self.cluster(features.cpu()))
+        self.assignments.copy_(assignments.to(self.device))
+        for j, (c, phi) in enumerate(prototypes):
+            centroids, conc = self.prototypes(j)
+            centroids.copy_(c.to(self.device))
+            conc.copy_(phi.to(self.device))
+        self.log_dict({f"pclv2/{k}": float(v) for k, v in stats.items()}, on_step=False, on_epoch=True)
+        log.info("epoch %d: clustered %d momentum features into K=%s: %s", self.current_epoch, len(images), self.ks, stats)
+
+    def cluster(self, features: torch.Tensor):
+        """k-means per cluster count on ``features [N, d]``: ``(assignments [M, N], [(centroids, phi)], stats)``."""
+        m = self.cfg.method
+        seed = int(self.cfg.seed) * 1009 + self.current_epoch
+        rows, prototypes = [], []
+        for j, k in enumerate(self.ks):
+            assigned, centroids = kmeans(features, k, int(m.kmeans_iterations), seed + j)
+            phi = concentration(features, assigned, centroids, float(m.concentration_alpha), float(m.temperature))
+            rows.append(assigned)
+            prototypes.append((centroids, phi))
+        assignments = torch.stack(rows)  # [M, N]
+        stats = cluster_stats(assignments[0], self.ks[0])
+        stats["concentration_min"], stats["concentration_max"] = float(prototypes[0][1].min()), float(prototypes[0][1].max())
+        return assignments, prototypes, stats
+
+    # ------------------------------------------------------------------ loss
+    def training_losses(self, views: List[torch.Tensor], labels, indices) -> Dict[str, torch.Tensor]:
+        q = self.query(views[0])  # [B, d]
+        losses = {"instance": self.instance_loss(q, views[1])}
+        targets = self.assignments[:, indices.to(self.assignments.device)]  # [M, B]
+        if self.current_epoch >= int(self.cfg.method.warmup_epochs):  # clustered at this epoch's start
+            r = int(self.cfg.method.num_negative_prototypes)
+            # The draw is a function of (seed, step): a resumed run draws what the straight run drew.
+            draw = torch.Generator(device=q.device).manual_seed(int(self.cfg.seed) * 1_000_003 + self.global_step)
+            terms = []
+            for j, target in enumerate(targets):
+                centroids, phi = self.prototypes(j)
+                terms.append(proto_nce(q, centroids, phi, target, draw_prototypes(len(phi), r, q.device, draw)))
+            losses["prototype"] = torch.stack(terms).mean()
+        losses["loss"] = sum(losses.values())
+        return losses

@@ -1,0 +1,127 @@
+"""DeepCluster v2 and PCL v2: their losses against the formulas written out, PCL's concentration
+against hand-computed values, DeepCluster v2's memory after a step, bad inputs, and an exact
+resume (memory, centroids, assignments, momentum encoder, queue) through a crash at an epoch end."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from contrastive.clustering.concentration import concentration
+from contrastive.config.compose import load_config
+from contrastive.config.plugins import load_builtin_methods
+from contrastive.core.errors import ConfigError
+from contrastive.core.registry import METHODS
+from contrastive.engine.method import DataInfo
+from contrastive.losses.clustering import proto_nce, prototype_cross_entropy
+from tests.conftest import FAST, SMALL_HEADS
+
+load_builtin_methods()
+DATA = DataInfo(num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, num_train=64)
+
+
+def _unit(*shape, seed=0):
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def test_deepcluster_cross_entropy_matches_its_formula():
+    z, c = [_unit(4, 8, seed=1), _unit(4, 8, seed=2)], _unit(5, 8, seed=3)  # 2 crops of 4 images, 5 centroids
+    targets, t = torch.tensor([0, 3, 3, 1]), 0.1
+    expected = sum(-math.log(math.exp(float(zi[b] @ c[targets[b]]) / t) / sum(math.exp(float(zi[b] @ c[j]) / t)
+                                                                            for j in range(5)))
+                   for zi in z for b in range(4)) / 8
+    assert float(prototype_cross_entropy([zi @ c.t() for zi in z], targets, t)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_proto_nce_matches_its_formula_and_masks_the_own_prototype():
+    q, c = _unit(3, 8, seed=4), _unit(6, 8, seed=5)
+    phi = torch.tensor([0.1, 0.2, 0.3, 0.15, 0.25, 0.05])
+    targets, negatives = torch.tensor([0, 2, 5]), torch.tensor([2, 4, 1])  # image 1's own prototype is drawn
+    total = 0.0
+    for b in range(3):
+        s = int(targets[b])
+        own = math.exp(float(q[b] @ c[s]) / float(phi[s]))
+        others = sum(math.exp(float(q[b] @ c[j]) / float(phi[j])) for j in negatives.tolist() if j != s)
+        total += -math.log(own / (own + others))
+    assert float(proto_nce(q, c, phi, targets, negatives)) == pytest.approx(total / 3, rel=1e-5)
+
+
+def test_concentration_against_hand_computed_values():
+    # Cluster 0: two points at distance 0.6 and 0.8 from its centroid; cluster 1: three at 0.1 each.
+    centroids = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    features = torch.tensor([[1.0, 0.6], [1.0, -0.8], [0.1, 1.0], [-0.1, 1.0], [0.0, 1.1]])
+    assignments = torch.tensor([0, 0, 1, 1, 1])
+    phi0, phi1 = 1.4 / (2 * math.log(2 + 10)), 0.3 / (3 * math.log(3 + 10))  # sum ||v - c|| / (Z log(Z + alpha))
+    # The 10th-90th percentile clip of two values, then the rescale to mean tau = 0.2.
+    low, high = phi1 + 0.1 * (phi0 - phi1), phi1 + 0.9 * (phi0 - phi1)
+    expected = torch.tensor([high, low]) * 0.2 / ((high + low) / 2)
+    assert torch.allclose(concentration(features, assignments, centroids, alpha=10.0, temperature=0.2), expected, rtol=1e-5)
+
+
+def _model(name, *extra):
+    cfg = load_config([f"method={name}", "backbone.kwargs.width=4", "batch_size=16", *SMALL_HEADS[name], *extra])
+    METHODS.get(name).validate_config(cfg, DATA)
+    torch.manual_seed(0)
+    return METHODS.get(name)(cfg, DATA).train()
+
+
+def test_deepcluster_memory_holds_the_steps_global_crop_projections():
+    model = _model("deepclusterv2")
+    model.assignments.zero_()
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    views, labels = model.make_views(images, torch.zeros(16, dtype=torch.long))
+    indices = torch.arange(16) * 4  # [B] sample ids 0, 4, ..., 60
+    model.training_losses(views, labels, indices)
+    with torch.no_grad():
+        expected = torch.cat([model.project(views[0]), model.project(views[1])], dim=1)  # [B, 2d]
+    stored, filled = model.memory.lookup(indices)
+    assert filled.all() and torch.allclose(stored, expected, atol=1e-5)
+    assert not model.memory.filled[1:4].any()  # other rows untouched
+
+
+@pytest.mark.parametrize("name, override, message", [
+    ("deepclusterv2", "method.num_prototypes=[8,100]", r"method.num_prototypes=\[8, 100\] is not valid.*\[2, 64\]"),
+    ("deepclusterv2", "method.temperature=0", r"method.temperature must be > 0, got 0"),
+    ("pclv2", "method.num_negative_prototypes=4", r"method.num_negative_prototypes=4 must be in \[1, 3\]"),
+    ("pclv2", "method.concentration_alpha=-1", r"method.concentration_alpha must be > 0, got -1"),
+])
+def test_bad_clustering_settings_get_one_line(name, override, message):
+    cfg = load_config([f"method={name}", "batch_size=16", *SMALL_HEADS[name], override])
+    with pytest.raises(ConfigError, match=message) as err:
+        METHODS.get(name).validate_config(cfg, DATA)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["deepclusterv2", "pclv2"])
+def test_a_crash_at_an_epoch_end_resumes_exactly(name, tmp_path, monkeypatch):
+    """2 epochs straight == 1 epoch, a crash as epoch 1 starts, and resume=auto: every weight, the
+    momentum encoder, the queue, the memory, the centroids and the assignments."""
+    from contrastive.engine.method import Method
+    from contrastive.engine.run import fit, prepare_run
+
+    base = FAST + [f"method={name}", *SMALL_HEADS[name], "dataset.num_train=64", "dataset.num_val=16", "batch_size=16",
+                   "backbone.kwargs.width=4", "knn.enabled=false", f"output_dir={tmp_path}"]
+    straight = torch.load(fit(prepare_run(load_config(base + ["run_name=straight"])))["last_checkpoint"],
+                          weights_only=True)
+    original = Method.on_train_epoch_start
+
+    def crash_at_epoch_1(self):
+        if self.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+        original(self)
+
+    monkeypatch.setattr(Method, "on_train_epoch_start", crash_at_epoch_1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(prepare_run(load_config(base + ["run_name=resumed"])))
+    monkeypatch.setattr(Method, "on_train_epoch_start", original)
+    resumed = torch.load(fit(prepare_run(load_config(base + ["run_name=resumed", "resume=auto"])))["last_checkpoint"],
+                         weights_only=True)
+    assert resumed["global_step"] == straight["global_step"] == 8
+    assert resumed["state_dict"].keys() == straight["state_dict"].keys()
+    stateful = [k for k in straight["state_dict"] if k.startswith(("memory.", "centroids", "assignments", "queue.",
+                                                                    "momentum."))]
+    assert len(stateful) >= 3, stateful
+    for key, value in straight["state_dict"].items():
+        assert torch.allclose(resumed["state_dict"][key].float(), value.float(), atol=1e-6), key
