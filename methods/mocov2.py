@@ -37,9 +37,10 @@ class MoCoV2(MomentumMethod):
             self.projection_head = torch.nn.Linear(self.backbone.feature_dim, int(p.output_dim))  # MoCo v1's fc
         else:
             self.projection_head = MoCoProjectionHead(self.backbone.feature_dim, int(p.hidden_dim), int(p.output_dim),
-                                                      num_layers=int(p.num_layers))
+                                                      num_layers=int(p.num_layers), batch_norm=bool(p.batch_norm))
         self.init_momentum(self.backbone, self.projection_head)
         self.queue = KeyQueue(int(m.queue_size), int(p.output_dim), seed=int(cfg.seed))
+        self._pending_keys: torch.Tensor | None = None  # this step's keys, enqueued after backward
 
     @classmethod
     def validate_config(cls, cfg, data: DataInfo) -> None:
@@ -65,14 +66,22 @@ class MoCoV2(MomentumMethod):
         return F.normalize(self.projection_head(self.backbone(images)), dim=1)
 
     def instance_loss(self, q: torch.Tensor, key_images: torch.Tensor) -> torch.Tensor:
-        """InfoNCE of queries ``q [B, d]`` against the keys of ``key_images`` and the queue; enqueues the keys."""
+        """InfoNCE of queries ``q [B, d]`` against the keys of ``key_images`` and the queue.
+
+        The keys are enqueued after the backward pass (:meth:`on_train_batch_end`): the loss
+        reads the queue without copying it, and the enqueue never overwrites a tensor that
+        backward still needs."""
         k = self.keys(key_images)  # [B, d]
-        # [K, d], before this batch's keys go in; a copy, since the enqueue below writes in place
-        # into the tensor the backward pass of q @ queue^T needs
-        negatives = self.queue.keys.to(q.device).clone()
+        negatives = self.queue.keys.to(q.device)  # [K, d], the keys of earlier batches
         loss = info_nce_with_queue(q, k, negatives, float(self.cfg.method.temperature))
-        self.queue.enqueue(k)
+        self._pending_keys = k
         return loss
 
     def training_losses(self, views: List[torch.Tensor], labels, indices) -> Dict[str, torch.Tensor]:
         return {"loss": self.instance_loss(self.query(views[0]), views[1])}
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)  # the momentum update
+        if self._pending_keys is not None:
+            self.queue.enqueue(self._pending_keys)
+            self._pending_keys = None

@@ -10,7 +10,7 @@ archive unpacks to, as torchvision names it (nothing is ever downloaded)::
     dtd/dtd/{images,labels}                            oxford-iiit-pet/{images,annotations}
     caltech101/101_ObjectCategories/                   flowers-102/{jpg,imagelabels.mat,setid.mat}
 
-Splits and metrics follow Kornblith, Shlens and Le 2019 as the issue states them (the paper
+Splits and metrics follow Kornblith, Shlens and Le 2019 as the protocol is summarised from it (the paper
 is not in shared/papers): mean per-class accuracy for Aircraft, Pets, Caltech-101 and
 Flowers, 11-point mAP for VOC2007, top-1 for the rest; Caltech-101: 30 random images per
 class for training, the rest for test; SUN397: the first split; DTD: split 1; Aircraft:

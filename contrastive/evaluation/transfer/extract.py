@@ -1,11 +1,12 @@
 """Frozen features of a transfer dataset's splits, cached per checkpoint, dataset and split.
 
-Kornblith, Shlens and Le 2019 (as the issue states them) train the linear classifier on
-features of the resized, centre-cropped image: each image is decoded, its shorter side
-resized to the encoder's input size and centre-cropped (:func:`to_uint8`), then normalised
-with the training run's mean and std (``EvalTransform``). Extraction runs on the GPU when
-there is one, in bf16 autocast where ``eval.amp`` allows it (``tests/test_transfer_extract.py``
-compares the scores with fp32).
+Kornblith, Shlens and Le 2019 (as the protocol is summarised from them; their text is not
+in our copy of the papers) train the linear classifier on features of the resized,
+centre-cropped image: each image is decoded, its shorter side resized to the encoder's
+input size and centre-cropped (:func:`to_uint8`), then normalised with the training run's
+mean and std (``EvalTransform``). Extraction runs on the GPU when there is one, in bf16
+autocast where ``eval.amp`` allows it (``tests/test_transfer_extract.py`` compares the
+scores with fp32).
 
 Cache: ``<ckpt>.eval/transfer/<dataset>-<split>-<key[:16]>.pt``; the key hashes the checkpoint
 bytes, the dataset, the split settings, the image size, the normalisation and the autocast

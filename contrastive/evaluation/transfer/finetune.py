@@ -1,11 +1,11 @@
 """Fine-tuned transfer (``eval.transfer.mode=finetune``): the whole encoder plus a linear head,
 SGD with Nesterov momentum over a grid of learning rates and weight decays.
 
-Protocol (Kornblith, Shlens and Le 2019, followed by SimCLR Appendix B.8, as the issue
-states them): SGD with Nesterov momentum, the learning rate and weight decay chosen on
+Protocol (Kornblith, Shlens and Le 2019, followed by SimCLR Appendix B.8, as the protocol is
+summarised from them; their text is not in our copy of the papers): SGD with Nesterov momentum, the learning rate and weight decay chosen on
 validation, then trained on train + validation and scored once on test. The grid, the
 step count and the batch size are ``eval.transfer.finetune`` (defaults: 20,000 steps of
-batch 256, as the issue states the papers' recipe; tests use a few steps).
+batch 256, as the protocol summarises the papers' recipe; tests use a few steps).
 
 Not stated in the paper: our choices because they keep the grid cheap and deterministic:
 cosine decay of the learning rate to 0 over the steps, momentum 0.9, no weight decay on

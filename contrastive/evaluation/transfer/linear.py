@@ -6,7 +6,7 @@ the regularisation strength on a validation split, refit on train + validation w
 that strength, and score once on test.
 
 Grid: SimCLR Appendix B.8: 45 logarithmically spaced values between 1e-6 and 1e5
-(attributed, the paper is not in shared/papers; values as the issue states them).
+(attributed, its text is not in our copy of the papers; values as the protocol is summarised from it).
 
 Warm start: not stated in the paper: our choice because neighbouring strengths on a
 log grid have close optima, so the path is walked from the strongest regularisation
