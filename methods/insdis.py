@@ -18,6 +18,7 @@ from typing import Dict, List
 import torch
 import torch.nn.functional as F
 
+from contrastive.backbones.heads import linear_projection
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
 from contrastive.engine.method import DataInfo, Method
@@ -35,7 +36,7 @@ class InsDis(Method):
         super().__init__(cfg, data)
         m = cfg.method
         dim = int(m.output_dim)
-        self.projection_head = torch.nn.Linear(self.backbone.feature_dim, dim)  # InsDis: fc to 128-d
+        self.projection_head = linear_projection(self.backbone.feature_dim, dim, bool(m.batch_norm))  # InsDis: fc to 128-d
         self.bank = FeatureBank(data.num_train, dim, momentum=float(m.bank_momentum))
         g = torch.Generator().manual_seed(int(cfg.seed))
         self.bank.features = F.normalize(torch.randn(data.num_train, dim, generator=g), dim=1)  # random unit init

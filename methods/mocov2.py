@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from lightly.models.modules import MoCoProjectionHead
 
+from contrastive.backbones.heads import linear_projection
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
 from contrastive.engine.method import DataInfo
@@ -34,7 +35,7 @@ class MoCoV2(MomentumMethod):
         m = cfg.method
         p = m.projection
         if int(p.num_layers) == 1:
-            self.projection_head = torch.nn.Linear(self.backbone.feature_dim, int(p.output_dim))  # MoCo v1's fc
+            self.projection_head = linear_projection(self.backbone.feature_dim, int(p.output_dim), bool(p.batch_norm))  # MoCo v1's fc
         else:
             self.projection_head = MoCoProjectionHead(self.backbone.feature_dim, int(p.hidden_dim), int(p.output_dim),
                                                       num_layers=int(p.num_layers), batch_norm=bool(p.batch_norm))

@@ -57,7 +57,8 @@ def test_lars_groups_exclude_bias_and_norm():
     decay, no_decay = split_decay_parameters([net])
     assert {id(p) for p in decay} == {id(net[0].weight), id(net[3].weight)}
     assert {id(p) for p in no_decay} == {id(net[0].bias), id(net[1].weight), id(net[1].bias), id(net[3].bias)}
-    cfg = OmegaConf.create(dict(name="lars", momentum=0.9, weight_decay=1e-6, trust_coefficient=1e-3, exclude_bias_and_norm=True))
+    cfg = OmegaConf.create(dict(name="lars", momentum=0.9, weight_decay=1e-6, trust_coefficient=1e-3, clip_lr=False,
+                                exclude_bias_and_norm=True))
     opt = build_optimizer(cfg, [net], lr=0.5)
     assert [g["weight_decay"] for g in opt.param_groups] == [1e-6, 0.0]
     assert all(g["lr"] == 0.5 for g in opt.param_groups)

@@ -86,6 +86,7 @@ class OptimizerSchema:
 @dataclass
 class LarsSchema(OptimizerSchema):
     trust_coefficient: float = MISSING
+    clip_lr: bool = MISSING
 
 
 @dataclass

@@ -15,6 +15,7 @@ from lightly.utils.lars import LARS
 from torch import nn
 
 from contrastive.core.errors import ConfigError
+from contrastive.engine.lars_clip import ClippedLARS
 
 log = logging.getLogger("contrastive")
 
@@ -60,7 +61,9 @@ def build_optimizer(cfg: Any, modules: Sequence[nn.Module], lr: float) -> torch.
 
     Args:
         cfg: The ``optimizer`` config (``name``, ``momentum``, ``weight_decay``,
-            ``exclude_bias_and_norm``, ``trust_coefficient``, ``betas``).
+            ``exclude_bias_and_norm``, ``trust_coefficient``, ``clip_lr``, ``betas``). LARS with
+            ``clip_lr`` is :class:`~contrastive.engine.lars_clip.ClippedLARS` (LARC clipping),
+            without it lightly's LARS.
         modules: Modules whose trainable parameters are optimised.
         lr: The already scaled learning rate.
     """
@@ -72,7 +75,8 @@ def build_optimizer(cfg: Any, modules: Sequence[nn.Module], lr: float) -> torch.
         groups = [{"params": decay + no_decay, "weight_decay": wd}]
     groups = [g for g in groups if g["params"]]
     if cfg.name == "lars":
-        return LARS(groups, lr=lr, momentum=float(cfg.momentum), trust_coefficient=float(cfg.trust_coefficient))
+        lars = ClippedLARS if cfg.clip_lr else LARS
+        return lars(groups, lr=lr, momentum=float(cfg.momentum), trust_coefficient=float(cfg.trust_coefficient))
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=float(cfg.momentum), nesterov=bool(cfg.nesterov))
     if cfg.name == "adamw":
@@ -166,6 +170,8 @@ def validate_optim_config(opt: Any, sched: Any, max_epochs: int) -> None:
         raise ConfigError(f"optimizer.weight_decay must be >= 0, got {opt.weight_decay}")
     if not 0 <= opt.momentum < 1:
         raise ConfigError(f"optimizer.momentum must be in [0, 1), got {opt.momentum}")
+    if opt.name == "lars" and not isinstance(opt.clip_lr, bool):
+        raise ConfigError(f"optimizer.clip_lr must be true or false, got {opt.clip_lr!r}")
     if sched.name not in SCHEDULERS:
         raise ConfigError(f"unknown scheduler '{sched.name}'; valid choices: {', '.join(SCHEDULERS)}")
     if sched.name == "warmup_cosine" and not sched.warmup_epochs >= 0:
