@@ -77,3 +77,23 @@ SMALL_HEADS = {
     "pclv2": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.queue_size=64",
               "method.num_prototypes=[4,8]", "method.num_negative_prototypes=2", "method.warmup_epochs=0"],
 }
+
+
+def fit_crashing_at_epoch_1(overrides, monkeypatch) -> None:
+    """Fit a run that crashes as epoch 1 starts (after epoch 0's checkpoint), as a killed job would;
+    ``Method.on_train_epoch_start`` is restored afterwards, ready for ``resume=auto``."""
+    from contrastive.config.compose import load_config
+    from contrastive.engine.method import Method
+    from contrastive.engine.run import fit, prepare_run
+
+    original = Method.on_train_epoch_start
+
+    def crash_at_epoch_1(self):
+        if self.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+        original(self)
+
+    monkeypatch.setattr(Method, "on_train_epoch_start", crash_at_epoch_1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(prepare_run(load_config(list(overrides))))
+    monkeypatch.setattr(Method, "on_train_epoch_start", original)

@@ -15,7 +15,7 @@ from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
 from contrastive.engine.method import DataInfo
 from contrastive.losses.clustering import proto_nce, prototype_cross_entropy
-from tests.conftest import FAST, SMALL_HEADS
+from tests.conftest import FAST, SMALL_HEADS, fit_crashing_at_epoch_1
 
 load_builtin_methods()
 DATA = DataInfo(num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, num_train=64)
@@ -98,24 +98,13 @@ def test_bad_clustering_settings_get_one_line(name, override, message):
 def test_a_crash_at_an_epoch_end_resumes_exactly(name, tmp_path, monkeypatch):
     """2 epochs straight == 1 epoch, a crash as epoch 1 starts, and resume=auto: every weight, the
     momentum encoder, the queue, the memory, the centroids and the assignments."""
-    from contrastive.engine.method import Method
     from contrastive.engine.run import fit, prepare_run
 
     base = FAST + [f"method={name}", *SMALL_HEADS[name], "dataset.num_train=64", "dataset.num_val=16", "batch_size=16",
                    "backbone.kwargs.width=4", "knn.enabled=false", f"output_dir={tmp_path}"]
     straight = torch.load(fit(prepare_run(load_config(base + ["run_name=straight"])))["last_checkpoint"],
                           weights_only=True)
-    original = Method.on_train_epoch_start
-
-    def crash_at_epoch_1(self):
-        if self.current_epoch == 1:
-            raise RuntimeError("simulated crash")
-        original(self)
-
-    monkeypatch.setattr(Method, "on_train_epoch_start", crash_at_epoch_1)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(prepare_run(load_config(base + ["run_name=resumed"])))
-    monkeypatch.setattr(Method, "on_train_epoch_start", original)
+    fit_crashing_at_epoch_1(base + ["run_name=resumed"], monkeypatch)
     resumed = torch.load(fit(prepare_run(load_config(base + ["run_name=resumed", "resume=auto"])))["last_checkpoint"],
                          weights_only=True)
     assert resumed["global_step"] == straight["global_step"] == 8

@@ -153,7 +153,8 @@ def test_one_epoch_trains_for_every_method_and_the_longest_warmup_presets(tmp_pa
 
 
 @pytest.mark.slow
-def test_every_preset_composes_validates_and_its_one_epoch_schedule_is_valid():
+@pytest.mark.parametrize("preset", _presets())
+def test_every_preset_composes_validates_and_its_one_epoch_schedule_is_valid(preset):
     """Every preset, as a 1-epoch run: composed, every value checked (the checks train.py runs
     before any data), and its learning-rate schedule over that epoch finite and positive (the
     warm-up fits the run). Training is the test above, for the longest warm-ups (this one stays fast)."""
@@ -164,12 +165,11 @@ def test_every_preset_composes_validates_and_its_one_epoch_schedule_is_valid():
     from contrastive.core.registry import METHODS
 
     load_builtin_methods()
-    for preset in _presets():
-        cfg = load_config([f"experiment={preset}", *ONE_EPOCH, *_small(preset), "dataset.num_train=32", "batch_size=8"])
-        import_plugins(cfg.plugins)
-        validate_config(cfg)
-        data = DataInfo(num_classes=10, image_size=int(cfg.dataset.image_size), mean=(0.5,) * 3, std=(0.25,) * 3,
-                        num_train=32)
-        METHODS.get(cfg.method.name).validate_config(cfg, data)
-        values = [lr_multiplier(cfg.scheduler, step, 4, 4) for step in range(4)]
-        assert all(0 < v <= 1 for v in values[:2]) and all(v == v for v in values), (preset, values)
+    cfg = load_config([f"experiment={preset}", *ONE_EPOCH, *_small(preset), "dataset.num_train=32", "batch_size=8"])
+    import_plugins(cfg.plugins)
+    validate_config(cfg)
+    data = DataInfo(num_classes=10, image_size=int(cfg.dataset.image_size), mean=(0.5,) * 3, std=(0.25,) * 3,
+                    num_train=32)
+    METHODS.get(cfg.method.name).validate_config(cfg, data)
+    values = [lr_multiplier(cfg.scheduler, step, 4, 4) for step in range(4)]
+    assert all(0 < v <= 1 for v in values[:2]) and all(v == v for v in values), (preset, values)

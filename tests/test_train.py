@@ -12,7 +12,7 @@ import train
 from contrastive.engine.checkpoint import load_checkpoint
 from contrastive.config.compose import load_config
 from contrastive.core.errors import ContrastiveError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, fit_crashing_at_epoch_1
 
 
 @pytest.mark.slow
@@ -48,22 +48,11 @@ def test_plugin_method_from_tests_folder_trains(fast_overrides):
 @pytest.mark.slow
 def test_resume_continues_with_same_optimizer_state(fast_overrides, monkeypatch):
     from contrastive.engine.run import fit, prepare_run
-    from contrastive.engine.method import Method
 
     straight = fit(prepare_run(load_config(fast_overrides + ["run_name=straight"])))
     expected = torch.load(straight["last_checkpoint"], weights_only=True)
 
-    original = Method.on_train_epoch_start
-
-    def crash_at_epoch_1(self):
-        if self.current_epoch == 1:
-            raise RuntimeError("simulated crash")
-        original(self)
-
-    monkeypatch.setattr(Method, "on_train_epoch_start", crash_at_epoch_1)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(prepare_run(load_config(fast_overrides + ["run_name=resumed"])))
-    monkeypatch.setattr(Method, "on_train_epoch_start", original)
+    fit_crashing_at_epoch_1(fast_overrides + ["run_name=resumed"], monkeypatch)
     interrupted = prepare_run(load_config(fast_overrides + ["run_name=resumed", "resume=auto"]))
     saved = torch.load(interrupted.resume_from, weights_only=True)
     assert saved["epoch"] == 0
