@@ -55,7 +55,9 @@ class InsDis(Method):
     def training_losses(self, views: List[torch.Tensor], labels, indices) -> Dict[str, torch.Tensor]:
         m = self.cfg.method
         f = F.normalize(self.projection_head(self.backbone(views[0])), dim=1)  # [B, d]
-        drawn = torch.randint(0, self.data.num_train, (int(m.num_negatives),), device=f.device)  # [m]
+        # The draw is a function of (seed, step): a resumed run draws what the straight run drew.
+        draw = torch.Generator(device=f.device).manual_seed(int(self.cfg.seed) * 1_000_003 + self.global_step)
+        drawn = torch.randint(0, self.data.num_train, (int(m.num_negatives),), device=f.device, generator=draw)  # [m]
         negatives, _ = self.bank.lookup(drawn)  # [m, d]
         positives, _ = self.bank.lookup(indices)  # [B, d], the images' own entries
         loss = info_nce_with_queue(f, positives, negatives, float(m.temperature))
