@@ -92,11 +92,8 @@ class DeepClusterV2(Method):
         """Two training views of every image through the current network (in dataset order)."""
         images = self.trainer.datamodule.splits.train.images
         bs = int(self.cfg.method.embed_batch_size)
-        views = [embed_split(self, images, self.augment, self.projection_head_on_backbone, bs) for _ in range(2)]
+        views = [embed_split(self, images, self.augment, self.project, bs) for _ in range(2)]  # 2 x [N, d]
         self.memory.update(torch.arange(len(images), device=self.device), torch.cat(views, dim=1).to(self.device))
-
-    def projection_head_on_backbone(self, images: torch.Tensor) -> torch.Tensor:
-        return self.projection_head(self.backbone(images))
 
     def cluster_memory(self):
         """k-means of every clustering on its crop's memory: ``(assignments [H, N], [centroids [K, d]], stats)``."""
