@@ -1,9 +1,10 @@
 """PCL v2: Prototypical Contrastive Learning of Unsupervised Representations (Li, Zhou, Xiong,
 Hoi, ICLR 2021, https://arxiv.org/abs/2005.04966).
 
-MoCo v2 (:mod:`methods.mocov2`: momentum encoder, key queue, MLP head; the defaults and
-``experiment=pclv2_*`` presets differ as MoCo v2's do, see configs/method/pclv2.yaml) plus prototypes.
-At the start of every epoch after a warm-up, the momentum encoder embeds every training image (un-augmented, the eval transform) and faiss k-means clusters the embeddings
+MoCo v2 (:mod:`methods.mocov2`: momentum encoder, key queue, MLP head; the defaults and the
+``experiment=pclv2_*`` presets differ as MoCo v2's do, see configs/method/pclv2.yaml) plus
+prototypes. At the start of every epoch after a warm-up, the momentum encoder embeds every
+training image (un-augmented, the eval transform) and faiss k-means clusters the embeddings
 ``M`` times with different cluster counts (the paper's ImageNet run: 25,000, 50,000 and 100,000).
 Each cluster gets a concentration ``phi`` (:func:`contrastive.clustering.concentration.concentration`)
 and the loss is ProtoNCE (Eq. 6): MoCo's InfoNCE plus, averaged over the ``M`` clusterings, the
