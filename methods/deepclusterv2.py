@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from lightly.models.modules import SwaVProjectionHead
 from torch import nn
 
+from contrastive.clustering.assignments import EpochStateMixin, unassigned
 from contrastive.clustering.kmeans import cluster_stats, kmeans
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 @METHODS.register("deepclusterv2")
-class DeepClusterV2(Method):
+class DeepClusterV2(EpochStateMixin, Method):
     """DeepCluster v2: cross-entropy against per-epoch k-means clusters of a projection memory."""
 
     MULTICROP = True
@@ -54,7 +55,8 @@ class DeepClusterV2(Method):
         # Centroids of every clustering: fixed classifiers (requires_grad False: not optimised,
         # not broadcast by DDP every step, but saved in checkpoints).
         self.centroids = nn.ParameterList(nn.Parameter(torch.zeros(k, self.dim), requires_grad=False) for k in self.ks)
-        self.register_buffer("assignments", torch.full((len(self.ks), data.num_train), -1, dtype=torch.long))
+        # Every image's cluster per clustering: checkpointed, not a buffer (DDP would broadcast it every step).
+        self.register_epoch_state("assignments", unassigned(len(self.ks), data.num_train))
 
     @classmethod
     def validate_config(cls, cfg, data: DataInfo) -> None:

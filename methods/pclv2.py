@@ -21,6 +21,7 @@ from typing import Dict, List
 import torch
 
 from contrastive.clustering.concentration import concentration
+from contrastive.clustering.assignments import EpochStateMixin, unassigned
 from contrastive.clustering.kmeans import cluster_stats, kmeans
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
@@ -33,18 +34,20 @@ log = logging.getLogger(__name__)
 
 
 @METHODS.register("pclv2")
-class PCLv2(MoCoV2):
+class PCLv2(EpochStateMixin, MoCoV2):
     """MoCo v2 + ProtoNCE against per-epoch k-means prototypes of the momentum features."""
 
     def __init__(self, cfg, data: DataInfo) -> None:
         super().__init__(cfg, data)
         m, dim = cfg.method, int(cfg.method.projection.output_dim)
         self.ks = [int(k) for k in m.num_prototypes]
-        # Prototypes, their concentrations and every sample's prototype, per clustering (checkpointed).
+        # Prototypes, their concentrations and every sample's prototype, per clustering: checkpointed under
+        # the keys they had as buffers, but not buffers (DDP would broadcast them every step; the ImageNet
+        # preset's centroids alone are 175,000 x 128 floats): contrastive.clustering.assignments.
         for j, k in enumerate(self.ks):
-            self.register_buffer(f"centroids_{j}", torch.zeros(k, dim))
-            self.register_buffer(f"concentration_{j}", torch.ones(k))
-        self.register_buffer("assignments", torch.full((len(self.ks), data.num_train), -1, dtype=torch.long))
+            self.register_epoch_state(f"centroids_{j}", torch.zeros(k, dim))
+            self.register_epoch_state(f"concentration_{j}", torch.ones(k))
+        self.register_epoch_state("assignments", unassigned(len(self.ks), data.num_train))
 
     @classmethod
     def validate_config(cls, cfg, data: DataInfo) -> None:

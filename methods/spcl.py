@@ -14,8 +14,8 @@ SPCL groups the data into prototypes and adds two prototype-level terms:
    caps the fit at ``K x`` that many points, a seed-fixed subsample, for very large sets).
    Cluster ids are matched to the previous epoch's so the prototype heads keep their
    targets. Under DDP every rank embeds a shard, rank 0 clusters the gathered features and
-   broadcasts the assignments (:meth:`SPCL.cluster_train_set`). They live in a buffer,
-   so checkpoints hold them.
+   broadcasts the assignments (:meth:`SPCL.cluster_train_set`). Checkpoints hold them (not a
+   buffer, so DDP does not re-broadcast them every step: :mod:`contrastive.clustering.assignments`).
 2. **Prototype-aware batches** (Sec. 3.2): ``anchor_fraction`` of a batch comes from
    one anchor prototype ``c``, the rest from other prototypes
    (:class:`~contrastive.data.samplers.prototype.PrototypeBatchSampler`, anchor members first).
@@ -58,6 +58,7 @@ from torch import nn
 
 from contrastive.data.samplers.prototype import PrototypeBatchSampler
 from contrastive.core.errors import ConfigError
+from contrastive.clustering.assignments import EpochStateMixin, unassigned
 from contrastive.clustering.kmeans import align_labels, cluster_stats, kmeans
 from contrastive.clustering.prototype_pairs import prototype_pairs
 from contrastive.metrics.pair_similarity import tp_fn_similarity
@@ -79,7 +80,7 @@ def prototype_counts(cfg, data: DataInfo) -> List[int]:
 
 
 @METHODS.register("spcl")
-class SPCL(Method):
+class SPCL(EpochStateMixin, Method):
     """SimCLR + k-means prototypes, prototype-aware batches, siamese metric and prototype losses."""
 
     def __init__(self, cfg, data: DataInfo) -> None:
@@ -98,8 +99,9 @@ class SPCL(Method):
             self.metric_head = nn.Sequential(nn.Linear(feat, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
         if self.weights["prototype"] > 0:
             self.prototype_heads = nn.ModuleList(nn.Linear(feat, k) for k in self.ks)
-        # Prototype of every training sample per K; -1 until the first clustering.
-        self.register_buffer("assignments", torch.full((len(self.ks), data.num_train), -1, dtype=torch.long))
+        # Prototype of every training sample per K; -1 until the first clustering. Checkpointed, not a
+        # buffer: DDP would broadcast it every step (contrastive.clustering.assignments).
+        self.register_epoch_state("assignments", unassigned(len(self.ks), data.num_train))
 
     @classmethod
     def validate_config(cls, cfg, data: DataInfo) -> None:
