@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from contrastive.config.compose import load_config
-from contrastive.core.errors import ConfigError
 from contrastive.config.plugins import load_builtin_methods
+from contrastive.augment.views import ViewAugments
 from contrastive.data.batch import ViewBatch
 from contrastive.engine.method import DataInfo
 from contrastive.core.registry import METHODS
@@ -74,14 +74,13 @@ def test_memory_and_streamed_batches_reach_the_method_in_one_layout(name, monkey
     monkeypatch.setattr(type(model), "training_views", lambda self, batch: received.append(batch) or original(self, batch))
     g = torch.Generator().manual_seed(0)
     full = torch.randint(0, 256, (16, 3, 40, 40), dtype=torch.uint8, generator=g)  # [B, 3, H, W], any H, W
-    crops = torch.randint(0, 256, (16, model.crops_per_image(), 3, 32, 32), dtype=torch.uint8, generator=g)  # [B, V, 3, S, S]
+    local = model.augment.num_local if isinstance(model.augment, ViewAugments) else 0
+    crops = torch.randint(0, 256, (16, model.crops_per_image() - local, 3, 32, 32), dtype=torch.uint8, generator=g)  # [B, V, 3, S, S]
+    if local:  # multi-crop: the workers' local crops [B, L, 3, s, s] travel beside the global ones
+        size = model.augment.view(model.augment.num_global).image_size
+        crops = (crops, torch.randint(0, 256, (16, local, 3, size, size), dtype=torch.uint8, generator=g))
     labels, indices = torch.arange(16) % 10, torch.arange(16)
     model._trainer = SimpleNamespace(training=True)  # what Lightning's training loop looks like to the hook
-    if model.crops_per_image() > model.VIEWS:  # multi-crop: local crops need the full images in memory
-        with pytest.raises(ConfigError, match="augment.multicrop needs in-memory images"):
-            model.on_after_batch_transfer((crops, labels, indices), 0)
-        model._trainer = None
-        return
     try:
         torch.manual_seed(1)  # ImCLR's partners (its soft targets) are drawn first: the same for both
         memory = model.on_after_batch_transfer((full, labels, indices), 0)

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from contrastive.data.base import DatasetSplits, IndexedBatches, RandomBatchSampler, shard_indices
 from contrastive.data.resume import ResumableLoader, trainer_progress
-from contrastive.data.stream import CropBatches, EpochTagged, EvalBatches, geometric_of, worker_init
+from contrastive.data.stream import CropBatches, EpochTagged, EvalBatches, geometric_of, local_crops_of, worker_init
 
 BatchSamplerFactory = Callable[[int, int, int, int, int], object]
 
@@ -101,13 +101,16 @@ class ArrayDataModule(pl.LightningDataModule):
     def _stream_train_loader(self, sampler, progress) -> DataLoader:
         """Crops of the full images decoded in worker processes (contrastive/data/stream.py): the
         model is a ``contrastive`` ``Method``, whose augmentation gives the geometric part and
-        whose ``crops_per_image()`` the crops per image (``[B, V, 3, S, S]`` batches)."""
+        whose ``crops_per_image()`` the crops per image (``[B, V, 3, S, S]`` batches; with multi-crop the
+        pair of those and the local crops ``[B, L, 3, s, s]``)."""
         model = self.trainer.lightning_module if self.trainer is not None else None
         if model is None:
             raise RuntimeError("the streamed training loader needs the trainer's model (for its augmentation)")
         files = self.splits.train.images
-        views = model.crops_per_image()  # a contrastive Method: one crop per view (ImCLR: per slot)
-        dataset = CropBatches(files, self.splits.train.labels, geometric_of(model.augment, files.crop_ratio), views, self.seed)
+        local = local_crops_of(model.augment, files.crop_ratio)  # multi-crop: the workers cut the local crops too
+        views = model.crops_per_image() - (local.num if local else 0)  # a contrastive Method: one crop per view (ImCLR: per slot)
+        dataset = CropBatches(files, self.splits.train.labels, geometric_of(model.augment, files.crop_ratio), views, self.seed,
+                              local=local)
         workers = files.num_workers
         return ResumableLoader(dataset, EpochTagged(sampler), progress, **_worker_kwargs(workers, persistent=True))
 

@@ -6,6 +6,8 @@ image, and the horizontal flip) runs per image in the worker processes, which co
 uint8 crops at the training size into ``[B, V, 3, S, S]`` (``V`` views per image). The
 *photometric* part (colour jitter, grayscale, blur, solarize, normalisation) stays
 batch-wise on the training device (:mod:`contrastive.augment.photometric`), as on the in-memory path.
+The crops themselves (:class:`CropBatches`, and multi-crop's local crops ``[B, L, 3, s, s]``)
+are cut in :mod:`contrastive.data.stream_crops`.
 
 The crop of view ``v`` of sample ``i`` in epoch ``e`` is drawn from a generator seeded
 with ``(seed, e, i, v)``: crops depend neither on the number of workers nor on where an
@@ -31,8 +33,10 @@ from typing import Any, List, Optional, Sequence, Tuple
 import torch
 from torch.utils.data import Dataset
 
-from contrastive.data.io.decode import crop_resize, decode_rgb, pad_shift_crop, resize_center_crop, resolve_decoder, sample_crop_box
-from contrastive.core.errors import ConfigError, DatasetError
+from contrastive.core.errors import ConfigError
+from contrastive.data.io.decode import decode_rgb, resize_center_crop, resolve_decoder
+from contrastive.data.stream_crops import (  # noqa: F401 (the training crops: public here too)
+    CropBatches, Geometric, LocalCrops, crop_seed, fill_skipped, geometric_of, local_crops_of)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +105,7 @@ class LazyImages:
                 images = list(pool.map(self.decode, indices))
         else:
             images = [self.decode(i) for i in indices]
-        return torch.stack(_fill_skipped(images, self.size))
+        return torch.stack(fill_skipped(images))
 
     def __getitem__(self, key: Any) -> torch.Tensor:
         idx = self._indices(key)
@@ -152,85 +156,6 @@ def read_or_skip(name: str, policy: str, transform, load) -> Optional[torch.Tens
             _reported.add(name)
             log.warning("skipped unreadable image %s (%d so far in this process)", name, len(_reported))
         return None
-
-
-def _fill_skipped(images: List[Optional[torch.Tensor]], size: int) -> List[torch.Tensor]:
-    good = [x for x in images if x is not None]
-    if not good:
-        raise DatasetError(f"none of the {len(images)} images of a batch could be decoded")
-    last, out = good[0], []
-    for x in images:
-        last = x if x is not None else last
-        out.append(last)
-    return out
-
-
-@dataclass
-class Geometric:
-    """The per-image geometric part of a training augmentation."""
-
-    kind: str  # "rrc": random-resized crop of the full image | "pad": resize+center crop, padded shift
-    scale: Tuple[float, float] = (0.08, 1.0)
-    ratio: Tuple[float, float] = (3 / 4, 4 / 3)
-    hflip_prob: float = 0.5
-    padding: int = 0
-
-
-def geometric_of(augment: torch.nn.Module, ratio: Tuple[float, float]) -> Geometric:
-    """The geometric part of :class:`~contrastive.augment.pipelines.SimCLRAugment` or
-    :class:`~contrastive.augment.pipelines.SupervisedAugment` (the built-in augmentations)."""
-    from contrastive.augment.pipelines import SimCLRAugment, SupervisedAugment
-
-    if isinstance(augment, SimCLRAugment):
-        return Geometric("rrc", tuple(augment.scale), tuple(ratio), float(augment.hflip_prob))
-    if isinstance(augment, SupervisedAugment):
-        if augment.random_resized_crop:
-            return Geometric("rrc", (float(augment.min_scale), 1.0), tuple(ratio), float(augment.hflip_prob))
-        if getattr(augment, "shift_range", None) is not None or getattr(augment, "shift_fill", "zero") != "zero":
-            raise ConfigError(f"dataset.storage=stream shifts by augment.padding pixels with zero fill; augment.shift_range="
-                              f"{augment.shift_range} / augment.shift_fill={augment.shift_fill} (Keras shifts) need "
-                              "dataset.storage=memory")
-        return Geometric("pad", hflip_prob=float(augment.hflip_prob), padding=int(augment.padding))
-    raise ConfigError(f"dataset.storage=stream supports the built-in augmentations (simclr, supervised), "
-                      f"not {augment.__class__.__name__}")
-
-
-def crop_seed(seed: int, epoch: int, index: int, view: int) -> int:
-    return (int(seed) * 1_000_003 + int(epoch) * 7_919_009 + int(index) * 104_729 + int(view) * 15_485_863) % (2**63)
-
-
-class CropBatches(Dataset):
-    """Training batches of crops: ``ds[(epoch, [i, j, ...])] -> (uint8 [B, V, 3, S, S], labels [B], indices [B])``."""
-
-    def __init__(self, files: LazyImages, labels: torch.Tensor, geometric: Geometric, views: int, seed: int) -> None:
-        self.files, self.labels, self.geometric = files, labels, geometric
-        self.views, self.seed = int(views), int(seed)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def crops(self, image: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
-        """uint8 ``[3, H, W]`` full image -> ``[V, 3, S, S]`` independent crops."""
-        g, size, out = self.geometric, self.files.size, []
-        if g.kind == "pad":
-            image = resize_center_crop(image, size)
-        h, w = image.shape[-2:]
-        for v in range(self.views):
-            gen = torch.Generator().manual_seed(crop_seed(self.seed, epoch, index, v))
-            if g.kind == "rrc":
-                box = sample_crop_box(h, w, g.scale, g.ratio, gen)
-                flip = bool(torch.rand(1, generator=gen).item() < g.hflip_prob)
-                out.append(crop_resize(image, box, size, flip))
-            else:
-                flip = bool(torch.rand(1, generator=gen).item() < g.hflip_prob)
-                out.append(pad_shift_crop(image, size, g.padding, gen, flip))
-        return torch.stack(out)  # [V, 3, S, S]
-
-    def __getitem__(self, item: Tuple[int, Sequence[int]]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        epoch, indices = item
-        crops = [self.files.read(i, lambda im, i=i: self.crops(im, epoch, i)) for i in indices]
-        idx = torch.as_tensor(list(indices), dtype=torch.long)
-        return torch.stack(_fill_skipped(crops, self.files.size)), self.labels[idx], idx  # [B, V, 3, S, S]
 
 
 class EvalBatches(Dataset):

@@ -96,10 +96,11 @@ class Method(pl.LightningModule):
     def training_views(self, batch: ViewBatch) -> Tuple[Any, torch.Tensor]:
         """A training batch -> (the input of :meth:`training_losses`, its labels). Default:
         ``method.num_views`` strong views, float ``[B, 3, S, S]`` each; view ``v`` of a streamed
-        batch takes the workers' crop ``v`` (:meth:`ViewBatch.augmented`)."""
-        if batch.precropped and self.crops_per_image() > self.VIEWS:
-            raise ConfigError("augment.multicrop needs in-memory images: the streaming workers cut global crops "
-                              "only; set dataset.storage=memory or augment.multicrop.num_local=0")
+        batch takes the workers' crop ``v`` (multi-crop: the local crops after the global ones)."""
+        local = self.augment.num_local if isinstance(self.augment, ViewAugments) else 0
+        if batch.precropped and (batch.crops_per_image, batch.num_local) != (self.crops_per_image(), local):
+            raise ConfigError(f"a streamed batch carries {batch.crops_per_image} crops per image ({batch.num_local} local), "
+                              f"method '{self.cfg.method.name}' takes {self.crops_per_image()} ({local} local)")
         views = [self._to_memory_format(batch.augmented(self.view_augment(v), crop=v)) for v in range(self.crops_per_image())]
         return views, batch.labels
 
@@ -114,9 +115,9 @@ class Method(pl.LightningModule):
         return self.training_views(ViewBatch.of(images, labels, indices))
 
     def crops_per_image(self) -> int:
-        """Crops per image a streamed training batch carries (``[B, V, 3, S, S]``): one per view.
-        Default: :attr:`VIEWS`, plus the local crops of a multi-crop method; a method whose view count
-        is a setting overrides this (SimCLIC: ``method.num_views``)."""
+        """Crops per image a streamed training batch carries (``[B, V, 3, S, S]``, local crops ``[B, L, 3, s, s]``):
+        one per view. Default: :attr:`VIEWS`, plus the ``L`` local crops of a multi-crop method; a method whose
+        view count is a setting overrides this (SimCLIC: ``method.num_views``)."""
         if isinstance(self.augment, ViewAugments):
             return self.VIEWS + self.augment.num_local
         return self.VIEWS
