@@ -27,6 +27,8 @@ from typing import List
 
 import torch
 
+from contrastive.core.plain_state import load_plain_tensor
+
 
 class EpochStateMixin:
     """Mixin for an ``nn.Module``: tensors registered with :meth:`register_epoch_state` are checkpointed
@@ -78,16 +80,9 @@ class EpochStateMixin:
         ours = {prefix + name: name for name in self.epoch_state_names}
         unexpected_keys[:] = [k for k in unexpected_keys if k not in ours]  # nn.Module does not know them
         for key, name in ours.items():
-            own = getattr(self, name)
-            if key not in state_dict:
-                missing_keys.append(key)
-                continue
-            value = state_dict[key]
-            if tuple(value.shape) != tuple(own.shape):
-                error_msgs.append(f"size mismatch for {key}: copying a param with shape {tuple(value.shape)} "
-                                  f"from checkpoint, the shape in current model is {tuple(own.shape)}.")
-                continue
-            object.__setattr__(self, name, value.detach().to(device=own.device, dtype=own.dtype).clone())
+            value = load_plain_tensor(state_dict, key, getattr(self, name), missing_keys, error_msgs)
+            if value is not None:
+                object.__setattr__(self, name, value)
 
 
 def unassigned(num_clusterings: int, num_samples: int) -> torch.Tensor:

@@ -22,6 +22,8 @@ from typing import Tuple
 import torch
 from torch import nn
 
+from contrastive.core.plain_state import load_plain_tensor
+
 _KEYS = ("features", "filled")
 
 
@@ -98,16 +100,9 @@ class FeatureBank(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
                               missing_keys, unexpected_keys, error_msgs) -> None:
         for key in _KEYS:
-            name, own = prefix + key, getattr(self, key)
-            if name not in state_dict:
-                missing_keys.append(name)
-                continue
-            value = state_dict[name]
-            if tuple(value.shape) != tuple(own.shape):
-                error_msgs.append(f"size mismatch for {name}: copying a param with shape {tuple(value.shape)} "
-                                  f"from checkpoint, the shape in current model is {tuple(own.shape)}.")
-                continue
-            setattr(self, key, value.detach().to(device=own.device, dtype=own.dtype).clone())
+            value = load_plain_tensor(state_dict, prefix + key, getattr(self, key), missing_keys, error_msgs)
+            if value is not None:
+                setattr(self, key, value)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.features.shape[1]}, momentum={self.momentum}"
