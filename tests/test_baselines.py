@@ -33,6 +33,31 @@ def test_byol_and_simsiam_losses_match_their_formulas():
     assert negative_cosine(p, z).item() == pytest.approx(-float(cos.mean()))
 
 
+def test_byol_output_batch_norm_standardises_every_projection_dimension_online_and_target():
+    """``method.projection.output_batch_norm`` (the default run's): each projection dimension has mean 0
+    and variance 1 over the batch, in the online projector and its momentum copy; the paper presets
+    keep BYOL's head, whose last layer is the Linear ("the output of this MLP is not batch normalized")."""
+    from contrastive.config.plugins import load_builtin_methods
+    from contrastive.core.registry import METHODS
+    from contrastive.engine.method import DataInfo
+
+    load_builtin_methods()
+    data = DataInfo(num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, num_train=64)
+    small = ["backbone.kwargs.width=4", "method.projection.hidden_dim=32", "method.projection.output_dim=16",
+             "method.predictor.hidden_dim=16"]
+    model = METHODS.get("byol")(load_config(["method=byol", *small]), data).train()
+    features = torch.randn(32, model.backbone.feature_dim, generator=torch.Generator().manual_seed(0))  # [B, D]
+    for projector in (model.projection_head, model.momentum[1]):
+        z = projector(features)  # [B, 16]
+        assert torch.allclose(z.mean(0), torch.zeros(16), atol=1e-5)
+        assert torch.allclose(z.var(0, unbiased=False), torch.ones(16), atol=1e-3)
+    for preset in ("byol_cifar10", "byol_imagenet"):
+        cfg = load_config([f"experiment={preset}", *small, "backbone=small_cnn", "dataset=synthetic"])
+        assert cfg.method.projection.output_batch_norm is False
+        last = list(METHODS.get("byol")(cfg, data).projection_head.modules())[-1]
+        assert isinstance(last, torch.nn.Linear), preset
+
+
 def test_moco_infonce_with_a_queue_matches_its_formula():
     q, k, queue, t = _unit(4, 8, seed=1), _unit(4, 8, seed=2), _unit(6, 8, seed=3), 0.2
     expected = 0.0

@@ -15,7 +15,7 @@ from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
 from contrastive.engine.method import DataInfo
 from contrastive.losses.clustering import proto_nce, prototype_cross_entropy
-from tests.conftest import FAST, SMALL_HEADS, fit_crashing_at_epoch_1
+from tests.conftest import SMALL_HEADS
 
 load_builtin_methods()
 DATA = DataInfo(num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, num_train=64)
@@ -91,26 +91,3 @@ def test_bad_clustering_settings_get_one_line(name, override, message):
     with pytest.raises(ConfigError, match=message) as err:
         METHODS.get(name).validate_config(cfg, DATA)
     assert "\n" not in str(err.value)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["deepclusterv2", "pclv2"])
-def test_a_crash_at_an_epoch_end_resumes_exactly(name, tmp_path, monkeypatch):
-    """2 epochs straight == 1 epoch, a crash as epoch 1 starts, and resume=auto: every weight, the
-    momentum encoder, the queue, the memory, the centroids and the assignments."""
-    from contrastive.engine.run import fit, prepare_run
-
-    base = FAST + [f"method={name}", *SMALL_HEADS[name], "dataset.num_train=64", "dataset.num_val=16", "batch_size=16",
-                   "backbone.kwargs.width=4", "knn.enabled=false", f"output_dir={tmp_path}"]
-    straight = torch.load(fit(prepare_run(load_config(base + ["run_name=straight"])))["last_checkpoint"],
-                          weights_only=True)
-    fit_crashing_at_epoch_1(base + ["run_name=resumed"], monkeypatch)
-    resumed = torch.load(fit(prepare_run(load_config(base + ["run_name=resumed", "resume=auto"])))["last_checkpoint"],
-                         weights_only=True)
-    assert resumed["global_step"] == straight["global_step"] == 8
-    assert resumed["state_dict"].keys() == straight["state_dict"].keys()
-    stateful = [k for k in straight["state_dict"] if k.startswith(("memory.", "centroids", "assignments", "queue.",
-                                                                    "momentum."))]
-    assert len(stateful) >= 3, stateful
-    for key, value in straight["state_dict"].items():
-        assert torch.allclose(resumed["state_dict"][key].float(), value.float(), atol=1e-6), key

@@ -1,0 +1,41 @@
+"""The baselines that carry state besides their weights resume exactly: 2 epochs straight equal 1 epoch,
+a crash as epoch 1 starts, and ``resume=auto``, for every weight and every piece of that state (the
+momentum encoder, MoCo's queue, DINO's centre, InsDis' memory bank, SwAV's prototypes, DeepCluster v2's
+memory, centroids and assignments, PCL v2's prototypes)."""
+
+import pytest
+import torch
+
+from contrastive.config.compose import load_config
+from tests.conftest import FAST, SMALL_HEADS, fit_crashing_at_epoch_1
+
+#: What each method keeps besides the backbone and heads, as state_dict key prefixes (each must be there).
+STATE = {
+    "byol": ("momentum.",),
+    "mocov2": ("momentum.", "queue."),
+    "dino": ("momentum.", "criterion."),
+    "insdis": ("bank.",),
+    "swav": ("prototypes.",),
+    "deepclusterv2": ("memory.", "centroids", "assignments"),
+    "pclv2": ("momentum.", "queue.", "assignments"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(STATE))
+def test_a_crash_at_an_epoch_end_resumes_exactly(name, tmp_path, monkeypatch):
+    from contrastive.engine.run import fit, prepare_run
+
+    base = FAST + [f"method={name}", *SMALL_HEADS[name], "dataset.num_train=64", "dataset.num_val=16", "batch_size=16",
+                   "backbone.kwargs.width=4", "knn.enabled=false", f"output_dir={tmp_path}"]
+    straight = torch.load(fit(prepare_run(load_config(base + ["run_name=straight"])))["last_checkpoint"],
+                          weights_only=True)
+    fit_crashing_at_epoch_1(base + ["run_name=resumed"], monkeypatch)
+    resumed = torch.load(fit(prepare_run(load_config(base + ["run_name=resumed", "resume=auto"])))["last_checkpoint"],
+                         weights_only=True)
+    assert resumed["global_step"] == straight["global_step"] == 8
+    assert resumed["state_dict"].keys() == straight["state_dict"].keys()
+    for prefix in STATE[name]:
+        assert any(k.startswith(prefix) for k in straight["state_dict"]), (name, prefix)
+    for key, value in straight["state_dict"].items():
+        assert torch.allclose(resumed["state_dict"][key].float(), value.float(), atol=1e-6), key
