@@ -58,7 +58,7 @@ def test_lars_groups_exclude_bias_and_norm():
     assert {id(p) for p in decay} == {id(net[0].weight), id(net[3].weight)}
     assert {id(p) for p in no_decay} == {id(net[0].bias), id(net[1].weight), id(net[1].bias), id(net[3].bias)}
     cfg = OmegaConf.create(dict(name="lars", momentum=0.9, weight_decay=1e-6, trust_coefficient=1e-3, clip_lr=False,
-                                exclude_bias_and_norm=True))
+                                exclude_bias_and_norm=True, bias_norm_lr_ratio=1.0))
     opt = build_optimizer(cfg, [net], lr=0.5)
     assert [g["weight_decay"] for g in opt.param_groups] == [1e-6, 0.0]
     assert all(g["lr"] == 0.5 for g in opt.param_groups)
@@ -68,6 +68,31 @@ def test_lars_groups_exclude_bias_and_norm():
     grad = net[3].bias.grad.clone()
     opt.step()
     assert torch.allclose(net[3].bias, bias_before - 0.5 * grad)
+
+
+def test_bias_norm_lr_ratio_gives_biases_and_norms_their_own_lr_through_the_schedule():
+    """Barlow Twins' "0.2 for the weights and 0.0048 for the biases and batch normalization parameters": the
+    no-decay group starts at lr x ratio and the per-step schedule keeps the ratio."""
+    from contrastive.core.errors import ConfigError
+    from contrastive.engine.optim import build_scheduler, validate_optim_config
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    cfg = OmegaConf.create(dict(name="sgd", momentum=0.9, nesterov=False, weight_decay=1e-6, exclude_bias_and_norm=True,
+                                bias_norm_lr_ratio=0.024))
+    opt = build_optimizer(cfg, [net], lr=0.2)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.2, 0.0048])
+    sched = build_scheduler(OmegaConf.create(dict(name="warmup_cosine", warmup_epochs=1, final_lr_ratio=0.0)), opt, 4, 8)
+    for _ in range(5):
+        opt.step()
+        sched["scheduler"].step()
+    weights, others = (g["lr"] for g in opt.param_groups)  # step 5 of 8, after 4 warm-up steps
+    assert weights == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi * 1 / 4)))
+    assert others == pytest.approx(0.024 * weights)
+    steady = OmegaConf.create(dict(name="constant"))
+    for bad, message in [(dict(bias_norm_lr_ratio=0.0), "optimizer.bias_norm_lr_ratio must be > 0, got 0.0"),
+                         (dict(exclude_bias_and_norm=False), "optimizer.bias_norm_lr_ratio=0.024 needs optimizer.exclude_bias_and_norm=true")]:
+        with pytest.raises(ConfigError, match=message):
+            validate_optim_config(OmegaConf.merge(cfg, dict(lr=0.2, **bad)), steady, 1)
 
 
 def test_lr_scaling():

@@ -69,7 +69,7 @@ def test_always_clipped_is_sgd_with_momentum_and_decay_over_steps():
 
 def _cfg(clip_lr):
     return OmegaConf.create(dict(name="lars", lr=LR, momentum=0.9, weight_decay=WD, trust_coefficient=ETA,
-                                 clip_lr=clip_lr, exclude_bias_and_norm=True))
+                                 clip_lr=clip_lr, exclude_bias_and_norm=True, bias_norm_lr_ratio=1.0))
 
 
 def test_build_optimizer_picks_the_clipped_lars_only_with_clip_lr():

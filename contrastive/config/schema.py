@@ -81,6 +81,7 @@ class OptimizerSchema:
     momentum: float = MISSING
     weight_decay: float = MISSING
     exclude_bias_and_norm: bool = MISSING
+    bias_norm_lr_ratio: float = MISSING
 
 
 @dataclass

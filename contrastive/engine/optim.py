@@ -61,7 +61,7 @@ def build_optimizer(cfg: Any, modules: Sequence[nn.Module], lr: float) -> torch.
 
     Args:
         cfg: The ``optimizer`` config (``name``, ``momentum``, ``weight_decay``,
-            ``exclude_bias_and_norm``, ``trust_coefficient``, ``clip_lr``, ``betas``). LARS with
+            ``exclude_bias_and_norm``, ``bias_norm_lr_ratio``, ``trust_coefficient``, ``clip_lr``, ``betas``). LARS with
             ``clip_lr`` is :class:`~contrastive.engine.lars_clip.ClippedLARS` (LARC clipping),
             without it lightly's LARS.
         modules: Modules whose trainable parameters are optimised.
@@ -69,8 +69,9 @@ def build_optimizer(cfg: Any, modules: Sequence[nn.Module], lr: float) -> torch.
     """
     decay, no_decay = split_decay_parameters(modules)
     wd = float(cfg.weight_decay)
-    if cfg.exclude_bias_and_norm:
-        groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.exclude_bias_and_norm:  # the scheduler's LambdaLR scales each group's own lr, so the ratio holds throughout
+        groups = [{"params": decay, "weight_decay": wd},
+                  {"params": no_decay, "weight_decay": 0.0, "lr": lr * float(cfg.bias_norm_lr_ratio)}]
     else:
         groups = [{"params": decay + no_decay, "weight_decay": wd}]
     groups = [g for g in groups if g["params"]]
@@ -170,6 +171,11 @@ def validate_optim_config(opt: Any, sched: Any, max_epochs: int) -> None:
         raise ConfigError(f"optimizer.weight_decay must be >= 0, got {opt.weight_decay}")
     if not 0 <= opt.momentum < 1:
         raise ConfigError(f"optimizer.momentum must be in [0, 1), got {opt.momentum}")
+    if not opt.bias_norm_lr_ratio > 0:
+        raise ConfigError(f"optimizer.bias_norm_lr_ratio must be > 0, got {opt.bias_norm_lr_ratio}")
+    if opt.bias_norm_lr_ratio != 1 and not opt.exclude_bias_and_norm:
+        raise ConfigError(f"optimizer.bias_norm_lr_ratio={opt.bias_norm_lr_ratio} needs optimizer.exclude_bias_and_norm=true "
+                          "(biases and normalisation parameters get their own lr only in their own group)")
     if opt.name == "lars" and not isinstance(opt.clip_lr, bool):
         raise ConfigError(f"optimizer.clip_lr must be true or false, got {opt.clip_lr!r}")
     if sched.name not in SCHEDULERS:

@@ -12,8 +12,8 @@ Rows are the registered methods that learn without labels (every :class:`Method`
 :class:`ClassifierMethod`), plus ``random``: the same encoder untrained, through the same evaluator.
 Each method trains with its own YAML recipe (``method=<name>``: its optimizer, lr, schedule and
 augmentation as the framework ships them) on the shared budget: the embedded ``synthetic`` dataset
-(5,000 train / 1,000 val images at 32 px), the default ``small_cnn`` backbone, ``--epochs`` epochs, the
-same batch size for all. ``--preset cifar10`` instead uses ``experiment=<name>_cifar10`` (ResNet-18,
+(5,000 train / 1,000 val images at 32 px), the default ``small_cnn`` backbone, ``--epochs`` epochs, each
+method's own batch size (its YAML's; the table names it; ``--batch-size`` sets one for all). ``--preset cifar10`` instead uses ``experiment=<name>_cifar10`` (ResNet-18,
 small stem, the paper's CIFAR-10 recipe) for the methods that have one.
 
 The evaluator is the same for every row: the frozen encoder's features (``model.embed``) of the
@@ -102,6 +102,7 @@ def evaluate(run, summary: dict) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {"knn_top1": float(knn1), "linear_top1": float(linear1), "peak_mib": round(peak, 1),
+            "batch_size": int(run.model.cfg.batch_size),
             "images_per_second": round(images / seconds, 1) if seconds else None, "epochs": summary.get("epochs")}
 
 
@@ -119,7 +120,8 @@ def main() -> None:
     parser.add_argument("--rows", default="", help="comma-separated (default: all; see --list)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="one batch size for every row (default: each method's own, from its YAML)")
     parser.add_argument("--preset", default="default", help="default (method=<name>) | cifar10 | imagenet (experiment=<name>_<preset>)")
     parser.add_argument("--dataset-args", nargs="*", default=[], help="overrides added to every run (e.g. dataset.root=/data)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/reproduce/compare/results/compare-cpu-synthetic32.jsonl"))
@@ -135,8 +137,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     keys = [] if args.table_only else (select_rows(args.rows, list(rows)) if args.rows else list(rows))
     base = ([*BUDGET] if args.preset == "default" else [o for o in BUDGET if not o.startswith("dataset=")])
-    base += [f"trainer.max_epochs={args.epochs}", f"batch_size={args.batch_size}", f"knn.every_n_epochs={args.epochs}",
-             *args.dataset_args]
+    base += [f"trainer.max_epochs={args.epochs}", f"knn.every_n_epochs={args.epochs}", *args.dataset_args]
+    base += [f"batch_size={args.batch_size}"] if args.batch_size else []
     seeds = [int(s) for s in args.seeds.split(",")] if keys else []
     context = multiprocessing.get_context("spawn")
     for seed in seeds:  # seeds outermost, as benchmarks/harness.py runs them
@@ -153,7 +155,9 @@ def main() -> None:
     records = read_records(out)
     if records:
         order = sorted({r["key"] for r in records}, key=lambda k: -max(r["knn_top1"] for r in records if r["key"] == k))
-        print(summary_table(records, COLUMNS, order=order, seeds="count"))
+        batches = {r["key"]: r["batch_size"] for r in records if r.get("batch_size") and r["key"] != "random"}  # in its name
+        labels = {k: f"{r['label']} (batch {batches[k]})" for r in records for k in [r["key"]] if k in batches}
+        print(summary_table(records, COLUMNS, order=order, labels=labels, seeds="count"))
 
 
 if __name__ == "__main__":
