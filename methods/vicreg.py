@@ -3,7 +3,9 @@ Ponce, LeCun, ICLR 2022, https://arxiv.org/abs/2105.04906).
 
 ``l(Z, Z') = lambda s(Z, Z') + mu [v(Z) + v(Z')] + nu [c(Z) + c(Z')]`` (Eq. 6): invariance (mean
 squared distance), variance (hinge on each dimension's standard deviation, target 1) and
-covariance (squared off-diagonal covariances), lightly's ``VICRegLoss``. Recipe
+covariance (squared off-diagonal covariances): :func:`contrastive.losses.redundancy.vicreg_loss`, lightly's
+``VICRegLoss`` values with an elementwise off-diagonal mask (the loss 6x faster under bf16 at the default run's
+256 x 2048; BENCHMARKS.md). Recipe
 (configs/method/vicreg.yaml): lambda = mu = 25, nu = 1, a 3-layer 8192-unit expander, LARS.
 """
 
@@ -12,17 +14,17 @@ from __future__ import annotations
 from typing import Dict, List
 
 import torch
-from lightly.loss import VICRegLoss
 from lightly.models.modules import BarlowTwinsProjectionHead
 
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
 from contrastive.engine.method import DataInfo, Method, check_batch_size
+from contrastive.losses.redundancy import vicreg_loss
 
 
 @METHODS.register("vicreg")
 class VICReg(Method):
-    """VICReg with lightly's loss; the expander is the Linear-BN-ReLU x2 + Linear MLP VICReg describes
+    """VICReg; the expander is the Linear-BN-ReLU x2 + Linear MLP VICReg describes
     (lightly's Barlow Twins head has exactly that shape)."""
 
     def __init__(self, cfg, data: DataInfo) -> None:
@@ -30,8 +32,6 @@ class VICReg(Method):
         m = cfg.method
         self.projection_head = BarlowTwinsProjectionHead(self.backbone.feature_dim, int(m.projection.hidden_dim),
                                                          int(m.projection.output_dim))
-        self.criterion = VICRegLoss(lambda_param=float(m.invariance_weight), mu_param=float(m.variance_weight),
-                                    nu_param=float(m.covariance_weight), gather_distributed=True)
 
     @classmethod
     def validate_config(cls, cfg, data: DataInfo) -> None:
@@ -43,4 +43,5 @@ class VICReg(Method):
 
     def training_losses(self, views: List[torch.Tensor], labels, indices) -> Dict[str, torch.Tensor]:
         z0, z1 = (self.projection_head(self.backbone(v)).float() for v in views[:2])  # [B, d] each
-        return {"loss": self.criterion(z0, z1)}
+        m = self.cfg.method
+        return {"loss": vicreg_loss(z0, z1, float(m.invariance_weight), float(m.variance_weight), float(m.covariance_weight))}

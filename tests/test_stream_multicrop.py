@@ -79,12 +79,17 @@ def test_local_crops_need_a_random_resized_crop():
         local_crops_of(aug, RATIO)
 
 
-def _overrides(folder, tmp_path, *extra):
-    return ["method=swav", *SMALL_HEADS["swav"], "dataset=imagefolder", f"dataset.root={folder}", "dataset.image_size=16",
+def stream_overrides(folder, tmp_path, name, *extra):
+    """A one-epoch run of method ``name`` (small heads) streamed from the 16-px image folder ``folder``."""
+    return [f"method={name}", *SMALL_HEADS[name], "dataset=imagefolder", f"dataset.root={folder}", "dataset.image_size=16",
             "dataset.storage=stream", "dataset.num_workers=0", f"dataset.cache_dir={tmp_path / 'cache'}",
-            "batch_size=16", "backbone.kwargs.width=4", "trainer.max_epochs=1", "scheduler.warmup_epochs=0",
+            "batch_size=16", "backbone.kwargs.width=4", "trainer.max_epochs=1",
             "knn.enabled=false", "knn.random_init_baseline=false", "trainer.progress_bar=false", "trainer.precision=32-true",
-            f"output_dir={tmp_path / 'outputs'}", "augment.multicrop.num_local=2", "augment.multicrop.size=8", *extra]
+            f"output_dir={tmp_path / 'outputs'}", *extra]
+
+
+def _overrides(folder, tmp_path, *extra):
+    return stream_overrides(folder, tmp_path, "swav", "augment.multicrop.num_local=2", "augment.multicrop.size=8", *extra)
 
 
 @pytest.mark.slow
