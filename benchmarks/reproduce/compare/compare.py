@@ -13,7 +13,8 @@ Rows are the registered methods that learn without labels (every :class:`Method`
 Each method trains with its own YAML recipe (``method=<name>``: its optimizer, lr, schedule and
 augmentation as the framework ships them) on the shared budget: the embedded ``synthetic`` dataset
 (5,000 train / 1,000 val images at 32 px), the default ``small_cnn`` backbone, ``--epochs`` epochs, each
-method's own batch size (its YAML's; the table names it; ``--batch-size`` sets one for all). ``--preset cifar10`` instead uses ``experiment=<name>_cifar10`` (ResNet-18,
+method's own batch size (its YAML's; the table names it; ``--batch-size`` sets one for all).
+``--preset cifar10`` instead uses ``experiment=<name>_cifar10`` (ResNet-18,
 small stem, the paper's CIFAR-10 recipe) for the methods that have one.
 
 The evaluator is the same for every row: the frozen encoder's features (``model.embed``) of the
@@ -155,8 +156,8 @@ def main() -> None:
     records = read_records(out)
     if records:
         order = sorted({r["key"] for r in records}, key=lambda k: -max(r["knn_top1"] for r in records if r["key"] == k))
-        batches = {r["key"]: r["batch_size"] for r in records if r.get("batch_size") and r["key"] != "random"}  # in its name
-        labels = {k: f"{r['label']} (batch {batches[k]})" for r in records for k in [r["key"]] if k in batches}
+        labels = {r["key"]: f"{r['label']} (batch {r['batch_size']})" for r in records  # a trained row names its batch
+                  if r.get("batch_size") and r["key"] != "random"}
         print(summary_table(records, COLUMNS, order=order, labels=labels, seeds="count"))
 
 

@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=2 python benchmarks/speed/components/bench_vicreg_loss.py [--batch 256] [--dims 2048 8192] [--repeats 7]
     OMP_NUM_THREADS=2 python benchmarks/speed/components/bench_vicreg_loss.py --whole-runs 3   # + whole default runs
 
-Both compute the same value and gradients (tests/test_baselines.py checks them against each other and
+Both compute the same value and gradients (tests/test_baseline_losses.py checks them against each other and
 against Eq. 6 written out); they differ only in how the covariance term selects the off-diagonal entries
 (lightly: boolean indexing, ``nonzero`` + an indexed scatter in backward; ours: an elementwise mask).
 Prints the median of ``--repeats`` timed calls (after 2 warm-up calls) per dimension, in fp32 and under
@@ -20,6 +20,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,9 +66,10 @@ print("WALL", time.perf_counter() - start)
 def whole_runs(n: int) -> dict:
     """Median wall seconds of ``n`` default 8-epoch VICReg runs per loss, alternating ours / lightly's."""
     walls = {"ours": [], "lightly": []}
+    runs = tempfile.mkdtemp(prefix="bench_vicreg_")  # the run folders
     for _ in range(n):
         for which in walls:
-            out = subprocess.run([sys.executable, "-c", WHOLE_RUN, which, "/tmp/bench_vicreg_runs"], cwd=ROOT,
+            out = subprocess.run([sys.executable, "-c", WHOLE_RUN, which, runs], cwd=ROOT,
                                  capture_output=True, text=True, check=True).stdout
             walls[which].append(float(out.split("WALL")[-1]))
             print(f"whole run ({which}): {walls[which][-1]:.1f} s", flush=True)
