@@ -47,6 +47,10 @@ PRESETS = {
                       "method.head.batch_norm": False, "method.head.output_dim": 65536,
                       "method.teacher_temperature": 0.04, "method.warmup_teacher_temperature_epochs": 0,
                       "method.momentum.base": 0.996},
+    # LARS without decay or adaptation for biases and norms: BYOL's byol_experiment.py, Barlow Twins' main.py,
+    # VICReg's main_vicreg.py, SimCLR's tf2/model.py build_optimizer
+    **{p: {"optimizer.name": "lars", "optimizer.exclude_bias_and_norm": True}
+       for p in ("byol_imagenet", "barlowtwins_imagenet", "vicreg_imagenet", "simclr_imagenet_rn50", "simclrv2_imagenet")},
     # the CIFAR presets' sources: solo-learn symmetric_weak.yaml / asymmetric.yaml (0.08), MoCo's CIFAR demo
     # (RandomResizedCrop(32): torchvision's 0.08), SimSiam's released crop (0.2, as the preset says)
     "mocov1_cifar10": {"augment.min_scale": 0.08},
