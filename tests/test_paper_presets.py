@@ -2,6 +2,8 @@
 (each row names its source), and the heads of MoCo v3 and SimCLR v2 are built as the released code
 builds them."""
 
+import functools
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -61,9 +63,14 @@ PRESETS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _preset(name):
+    return load_config([f"experiment={name}"])
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_paper_presets_compose_to_their_sources_values(preset):
-    cfg = load_config([f"experiment={preset}"])
+    cfg = _preset(preset)
     got = {key: OmegaConf.select(cfg, key) for key in PRESETS[preset]}
     assert got == pytest.approx(PRESETS[preset]), preset
 
@@ -71,7 +78,7 @@ def test_paper_presets_compose_to_their_sources_values(preset):
 def test_dino_preset_blurs_local_crops_with_p_half_and_global_crops_as_byol():
     """DataAugmentationDINO: GaussianBlur 1.0 / 0.1 on the global crops (solarisation 0.2 on the second),
     p 0.5 on the local crops, which are not solarised."""
-    cfg = load_config(["experiment=dino_imagenet"])
+    cfg = _preset("dino_imagenet")
     views = build_view_augments(cfg.augment, 224, (0.5,) * 3, (0.25,) * 3)
     assert [a.blur_prob for a in views.augments] == [1.0, 0.1] + [0.5] * 8
     assert [a.solarize_prob for a in views.augments] == [0.0, 0.2] + [0.0] * 8
