@@ -7,7 +7,10 @@ The schedules of its Sec. 3 and Appendix are here as pure functions of the epoch
 (:mod:`contrastive.engine.schedules`): the teacher temperature's "linear warm-up from 0.04 to
 0.07", the weight decay's "cosine schedule from 0.04 to 0.4", the teacher momentum's cosine from
 0.996 to 1 (:class:`~contrastive.engine.momentum.MomentumMethod`), and the last layer frozen
-during the first epoch.
+during the first epoch. Those are its ViT recipe (AdamW); for ResNet-50 the authors' command
+(README, "ResNet-50 and other convnets trainings") trains with SGD lr 0.03, a constant weight
+decay of 1e-4 (start = end), global crops (0.14, 1), local crops (0.05, 0.14) and no BN in the
+head: experiment=dino_imagenet.
 """
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ class SimCLR(Method):
         super().__init__(cfg, data)
         m = cfg.method
         p = m.projection
-        self.projection_head = projection_head(self.backbone.feature_dim, int(p.hidden_dim), int(p.output_dim), int(p.num_layers))
+        self.projection_head = self.make_projection_head(self.backbone.feature_dim, int(p.hidden_dim), int(p.output_dim),
+                                                         int(p.num_layers))
         # gather_distributed: negatives come from every process's batch, as in the paper.
         self.criterion = NTXentLoss(temperature=float(m.temperature), gather_distributed=bool(m.gather_distributed))
 
@@ -83,6 +84,11 @@ class SimCLR(Method):
             raise ConfigError("method.semi_hard=true applies to method.loss=nt_logistic|margin_triplet (SimCLR Table 4), not nt_xent")
         # With one image per batch there is no negative: the losses are undefined.
         check_batch_size(cfg, 2, "NT-Xent (one positive and at least one negative per view)")
+
+    @staticmethod
+    def make_projection_head(input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> nn.Module:
+        """The head ``g`` (:func:`projection_head`); SimCLR v2 builds its own."""
+        return projection_head(input_dim, hidden_dim, output_dim, num_layers)
 
     def project(self, images: torch.Tensor) -> torch.Tensor:
         return self.projection_head(self.backbone(images))  # [B, output_dim]
