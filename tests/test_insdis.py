@@ -14,6 +14,7 @@ from contrastive.engine.method import DataInfo
 from tests.conftest import SMALL_HEADS
 
 load_builtin_methods()
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 DATA = DataInfo(num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, num_train=64)
 
 
