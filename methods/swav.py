@@ -15,6 +15,7 @@ not implemented.
 
 from __future__ import annotations
 
+import logging
 from typing import Dict, List
 
 import torch
@@ -26,6 +27,24 @@ from torch import nn
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
 from contrastive.engine.method import DataInfo, Method, check_batch_size
+
+log = logging.getLogger(__name__)
+
+
+class Prototypes(nn.Linear):
+    """SwAV's prototypes ``[K, d]``: a bias-free linear layer. Reads checkpoints written with lightly's
+    ``SwaVPrototypes`` (``heads.0.weight``, ``heads.0.bias``): the weight is kept, the bias dropped."""
+
+    def __init__(self, dim: int, num_prototypes: int) -> None:
+        super().__init__(dim, num_prototypes, bias=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        if prefix + "heads.0.weight" in state_dict:
+            state_dict[prefix + "weight"] = state_dict.pop(prefix + "heads.0.weight")
+            if state_dict.pop(prefix + "heads.0.bias", None) is not None:
+                log.warning("this SwAV checkpoint's prototypes have a bias (lightly's SwaVPrototypes); it is dropped: "
+                            "SwAV's prototypes have none")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 @METHODS.register("swav")
@@ -39,7 +58,7 @@ class SwAV(Method):
         m = cfg.method
         out = int(m.projection.output_dim)
         self.projection_head = SwaVProjectionHead(self.backbone.feature_dim, int(m.projection.hidden_dim), out)
-        self.prototypes = nn.Linear(out, int(m.num_prototypes), bias=False)  # [K, d] prototype vectors
+        self.prototypes = Prototypes(out, int(m.num_prototypes))  # [K, d], bias-free
         self.criterion = SwaVLoss(temperature=float(m.temperature), sinkhorn_iterations=int(m.sinkhorn_iterations),
                                   sinkhorn_epsilon=float(m.sinkhorn_epsilon), sinkhorn_gather_distributed=True)
 

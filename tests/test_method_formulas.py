@@ -121,6 +121,10 @@ def test_swav_prototypes_are_bias_free_and_checkpointed_under_their_prefix():
     model, _, _ = _step("swav")
     assert model.prototypes.bias is None
     assert sorted(k for k in model.state_dict() if k.startswith("prototypes.")) == ["prototypes.weight"]
+    old = dict(model.state_dict())  # a checkpoint of lightly's SwaVPrototypes (heads.0.weight and .bias) still loads
+    old["prototypes.heads.0.weight"], old["prototypes.heads.0.bias"] = old.pop("prototypes.weight") + 1.0, torch.ones(8)
+    model.load_state_dict(old)
+    assert torch.equal(model.prototypes.weight, old["prototypes.heads.0.weight"])
 
 
 # ---------------------------------------------------------------- DINO
