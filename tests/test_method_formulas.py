@@ -152,3 +152,16 @@ def test_dino_step_is_its_cross_entropy_and_updates_the_centre_at_the_configured
     assert loss == pytest.approx(sum(terms) / len(terms), rel=1e-4)
     batch_centre = torch.cat(teacher).mean(dim=0, keepdim=True)  # [1, K]
     assert torch.allclose(model.criterion.center, rate * centre + (1 - rate) * batch_centre, atol=1e-5)
+
+
+# ---------------------------------------------------------------- DeepCluster v2 (SwAV's prototype pattern)
+def test_deepclusterv2_classifies_against_bias_free_unit_centroids():
+    """main_deepclusterv2.py copies l2-normalised centroids into bias-free prototype layers: here the classifier
+    is the centroids alone (no bias, not learned), unit-norm as the clustering returns them."""
+    model, _, _ = _step("deepclusterv2")
+    model.memory.update(torch.arange(64), torch.randn(64, 32, generator=torch.Generator().manual_seed(3)))
+    _, centroids, _ = model.cluster_memory()
+    assert [tuple(c.shape) for c in centroids] == [(8, 16), (8, 16)]
+    assert all(torch.allclose(c.norm(dim=1), torch.ones(8), atol=1e-5) for c in centroids)
+    assert not any("bias" in k for k in model.state_dict() if k.startswith("centroids"))
+    assert not any(p.requires_grad for p in model.centroids)
