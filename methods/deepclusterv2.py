@@ -11,9 +11,8 @@ projections of the two global crops (clustering ``j`` on crop ``j mod 2``), and 
 become the classifier: bias-free and unit-norm from before the epoch's first forward (the authors'
 main_deepclusterv2.py copies l2-normalised centroids into bias-free prototype layers). The memory
 is written every step with the global batch's projections (under DDP gathered, so every process
-holds all of it); before the first epoch it is filled by
-one pass over the training set with two training views. Multi-crop as SwAV
-(``augment.multicrop``). Values not in our copy of the papers follow the authors' released
+holds all of it); before the first epoch it is filled by one pass over the training set with two
+training views. Multi-crop as SwAV (``augment.multicrop``). Values not in our copy of the papers follow the authors' released
 code (github.com/facebookresearch/swav, ``main_deepclusterv2.py``) and say so in the YAML.
 """
 
