@@ -29,8 +29,7 @@ def negative_cosine(prediction: Tensor, target: Tensor) -> Tensor:
     return -F.cosine_similarity(prediction.float(), target.float(), dim=1).mean()
 
 
-def info_nce_with_queue(query: Tensor, key: Tensor, queue: Tensor, temperature: float,
-                        exclude: Optional[Tensor] = None) -> Tensor:
+def info_nce_with_queue(query: Tensor, key: Tensor, queue: Tensor, temperature: float) -> Tensor:
     """MoCo (He et al. 2020, Eq. 1): ``-log exp(q.k+/t) / (exp(q.k+/t) + sum_K exp(q.k_i/t))``.
 
     Args:
@@ -38,13 +37,9 @@ def info_nce_with_queue(query: Tensor, key: Tensor, queue: Tensor, temperature: 
         key: ``k+`` ``[B, D]``, l2-normalised, no gradient (row ``i``: the positive of ``q_i``).
         queue: ``[K, D]`` negatives, l2-normalised.
         temperature: ``t`` > 0.
-        exclude: Optional bool ``[B, K]``: negatives left out of row ``i``'s sum (InsDis: the
-            image's own bank entry among the drawn ones).
     """
     positive = (query * key).sum(dim=1, keepdim=True)  # [B, 1]
     negative = query @ queue.t()  # [B, K]
-    if exclude is not None:
-        negative = negative.masked_fill(exclude, float("-inf"))
     logits = torch.cat([positive, negative], dim=1).float() / temperature  # [B, 1 + K]
     return F.cross_entropy(logits, torch.zeros(query.shape[0], dtype=torch.long, device=query.device))
 
