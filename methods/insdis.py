@@ -113,8 +113,9 @@ class InsDis(Method):
         indices = indices.to(f.device)
         positives, _ = self.bank.lookup(indices)  # [B, d], the images' own entries (the bank follows f's device)
         drawn = self.draw_negatives(f.shape[0], f.device)  # [B, m]
-        # An image's own entry is no negative of it: with 5,000 images and m = 4,096 draws it is among them
-        # for most images (1.28M ImageNet images make that rare, and the paper's text does not treat it)
+        # An image's own entry is no negative of it: with 5,000 images and m = 4,096 draws it is among an
+        # image's draws with probability 1 - (1 - 1/5000)^4096 = 0.56 (1.28M ImageNet images make that rare,
+        # and the paper's text does not treat it)
         own = drawn == indices.unsqueeze(1)  # [B, m]
         loss = info_nce_with_drawn_negatives(f, positives, self.bank.features, drawn, float(m.temperature), exclude=own)
         with torch.no_grad():
