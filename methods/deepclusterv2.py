@@ -8,10 +8,11 @@ several k-means clusterings at once (3 x 3,000 prototypes on ImageNet), averaged
 are not learned: at the start of every epoch each clustering re-runs (the framework's faiss
 spherical k-means, :func:`contrastive.clustering.kmeans.kmeans`) on a memory of last epoch's
 projections of the two global crops (clustering ``j`` on crop ``j mod 2``), and its centroids
-become the classifier. The memory is written every step with the global batch's projections
-(under DDP gathered, so every process holds all of it); before the first epoch it is filled by
-one pass over the training set with two training views. Multi-crop as SwAV
-(``augment.multicrop``). Values not in our copy of the papers follow the authors' released
+become the classifier: bias-free and unit-norm from before the epoch's first forward (the authors'
+main_deepclusterv2.py copies l2-normalised centroids into bias-free prototype layers). The memory
+is written every step with the global batch's projections (under DDP gathered, so every process
+holds all of it); before the first epoch it is filled by one pass over the training set with two
+training views. Multi-crop as SwAV (``augment.multicrop``). Values not in our copy of the papers follow the authors' released
 code (github.com/facebookresearch/swav, ``main_deepclusterv2.py``) and say so in the YAML.
 """
 

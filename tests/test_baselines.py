@@ -69,7 +69,8 @@ def test_moco_infonce_with_a_queue_matches_its_formula():
 
 
 def test_moco_v3_batch_infonce_matches_its_formula_with_an_offset():
-    q, keys, t = _unit(2, 4, seed=4), _unit(6, 4, seed=5), 1.0
+    # T 0.2 (the default run's), not 1.0: at T = 1 the /T and the 2T factor would both be invisible
+    q, keys, t = _unit(2, 4, seed=4), _unit(6, 4, seed=5), 0.2
     expected = 0.0
     for i in range(2):  # this process is rank 1 of 3: its positives are keys 2 and 3
         logits = [float(q[i] @ keys[j]) / t for j in range(6)]

@@ -136,10 +136,10 @@ SMALL = {
 #: methods/spcl.py: `if bool((targets >= 0).all())` picks the loss terms and the metric loss reads the anchor
 #: prototype with `int(prototypes[0])`; SimCLIC's history
 #: bank: contrastive/memory/feature_bank.py FeatureBank._index checks index bounds with `.tolist()` (2 lookups + 1 update);
-#: InsDis: the same bank checks (a lookup of the drawn negatives, one of the batch, one update).
+#: InsDis: the same bank checks (a lookup of the batch's own entries, one update; its drawn negatives are read unchecked).
 #: Known, measured and left as they are (see BENCHMARKS.md). Fixing one fails this test: update it here.
 #: DeepCluster v2: the same bank check in its memory's one update per step.
-KNOWN_SYNCS = {"spcl": 2, "simclic": 3, "insdis": 3, "deepclusterv2": 1}
+KNOWN_SYNCS = {"spcl": 2, "simclic": 3, "insdis": 2, "deepclusterv2": 1}
 
 
 @contextlib.contextmanager
