@@ -14,7 +14,8 @@ from contrastive.config.plugins import load_builtin_methods
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
 from contrastive.engine.method import DataInfo
-from contrastive.losses.clustering import proto_nce, prototype_cross_entropy
+from contrastive.clustering.kmeans import kmeans
+from contrastive.losses.clustering import draw_negative_prototypes, proto_nce, prototype_cross_entropy
 from tests.conftest import SMALL_HEADS
 
 load_builtin_methods()
@@ -34,17 +35,62 @@ def test_deepcluster_cross_entropy_matches_its_formula():
     assert float(prototype_cross_entropy([zi @ c.t() for zi in z], targets, t)) == pytest.approx(expected, rel=1e-5)
 
 
-def test_proto_nce_matches_its_formula_and_masks_the_own_prototype():
-    q, c = _unit(3, 8, seed=4), _unit(6, 8, seed=5)
-    phi = torch.tensor([0.1, 0.2, 0.3, 0.15, 0.25, 0.05])
-    targets, negatives = torch.tensor([0, 2, 5]), torch.tensor([2, 4, 1])  # image 1's own prototype is drawn
+def test_proto_nce_matches_pcls_formula_over_the_batch_prototypes_and_r_negatives():
+    # PCL's pcl/builder.py: logits of query b over [c_{s_1} .. c_{s_B}, c_{n_1} .. c_{n_r}], each / phi, target b.
+    q, c = _unit(3, 8, seed=4), _unit(7, 8, seed=5)
+    phi = torch.tensor([0.1, 0.2, 0.3, 0.15, 0.25, 0.05, 0.12])
+    targets, negatives = torch.tensor([0, 2, 2]), torch.tensor([4, 1, 6])  # images 1 and 2 share prototype 2
     total = 0.0
     for b in range(3):
-        s = int(targets[b])
-        own = math.exp(float(q[b] @ c[s]) / float(phi[s]))
-        others = sum(math.exp(float(q[b] @ c[j]) / float(phi[j])) for j in negatives.tolist() if j != s)
-        total += -math.log(own / (own + others))
+        columns = targets.tolist() + negatives.tolist()  # repeats included, as the released code
+        logits = [float(q[b] @ c[j]) / float(phi[j]) for j in columns]
+        total += -math.log(math.exp(logits[b]) / sum(math.exp(v) for v in logits))
     assert float(proto_nce(q, c, phi, targets, negatives)) == pytest.approx(total / 3, rel=1e-5)
+    # A negative marked invalid leaves every denominator.
+    valid = torch.tensor([True, False, True])
+    total = 0.0
+    for b in range(3):
+        columns = targets.tolist() + [4, 6]
+        logits = [float(q[b] @ c[j]) / float(phi[j]) for j in columns]
+        total += -math.log(math.exp(logits[b]) / sum(math.exp(v) for v in logits))
+    assert float(proto_nce(q, c, phi, targets, negatives, valid)) == pytest.approx(total / 3, rel=1e-5)
+
+
+def test_negative_prototypes_are_r_distinct_prototypes_no_image_of_the_batch_uses():
+    targets = torch.tensor([3, 7, 3, 0])
+    seen = set()
+    for seed in range(50):
+        ids, valid = draw_negative_prototypes(12, targets, 5, torch.Generator().manual_seed(seed))
+        assert ids.shape == (5,) and len(set(ids.tolist())) == 5 and valid.all()
+        assert not set(ids.tolist()) & {0, 3, 7}
+        seen |= set(ids.tolist())
+    assert seen == set(range(12)) - {0, 3, 7}  # every unused prototype can be drawn
+    ids, valid = draw_negative_prototypes(6, torch.tensor([3, 0, 3, 1]), 5, torch.Generator().manual_seed(0))
+    assert len(set(ids.tolist())) == 5 and int(valid.sum()) == 3  # 3 unused prototypes: the draw takes all of them
+    assert set(ids[valid].tolist()) == {2, 4, 5} and not set(ids[~valid].tolist()) - {0, 1, 3}
+
+
+def test_pcl_kmeans_is_euclidean_with_restarts_and_spcl_keeps_spherical(monkeypatch):
+    import faiss
+
+    calls = []
+    real = faiss.Kmeans
+    monkeypatch.setattr(faiss, "Kmeans", lambda d, k, **kw: calls.append(kw) or real(d, k, **kw))
+    model = _model("pclv2")
+    model.cluster(_unit(64, 16, seed=6))
+    assert calls and all(c["spherical"] is False and c["nredo"] == 5 and c["min_points_per_centroid"] == 10
+                         and c["max_points_per_centroid"] == 1000 and c["niter"] == 20 for c in calls)  # main_pcl.py
+    assignments, prototypes, _ = model.cluster(_unit(64, 16, seed=6))
+    for centroids, _ in prototypes:
+        assert torch.allclose(centroids.norm(dim=1), torch.ones(len(centroids)), atol=1e-5)  # normalised after
+    calls.clear()
+    kmeans(_unit(64, 16, seed=6), 4, niter=2)
+    assert calls[0]["spherical"] is True and calls[0]["nredo"] == 1  # SPCL and DeepCluster v2 unchanged
+
+
+def test_pcl_imagenet_preset_draws_pcls_r():
+    cfg = load_config(["experiment=pclv2_imagenet"])
+    assert cfg.method.num_negative_prototypes == 16384 == cfg.method.queue_size  # --pcl-r 16384
 
 
 def test_concentration_against_hand_computed_values():
