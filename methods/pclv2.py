@@ -95,7 +95,7 @@ class PCLv2(EpochStateMixin, MoCoV2):
             centroids, conc = self.prototypes(j)
             centroids.copy_(c.to(self.device))
             conc.copy_(phi.to(self.device))
-        self.log_dict({f"pclv2/{k}": float(v) for k, v in stats.items()}, on_step=False, on_epoch=True)
+        self.log_dict({f"{self.cfg.method.name}/{k}": float(v) for k, v in stats.items()}, on_step=False, on_epoch=True)
         log.info("epoch %d: clustered %d momentum features into K=%s: %s", self.current_epoch, len(images), self.ks, stats)
 
     def cluster(self, features: torch.Tensor):

@@ -131,9 +131,50 @@ def test_deepcluster_memory_holds_the_steps_global_crop_projections():
     ("deepclusterv2", "method.temperature=0", r"method.temperature must be > 0, got 0"),
     ("pclv2", "method.num_negative_prototypes=4", r"method.num_negative_prototypes=4 must be in \[1, 3\]"),
     ("pclv2", "method.concentration_alpha=-1", r"method.concentration_alpha must be > 0, got -1"),
+    ("pcl", "method.kmeans.nredo=0", r"method.kmeans.nredo, method.embed_batch_size >= 1, got 0, 20, 0, 1024"),
+    ("pcl", "method.kmeans.min_points_per_centroid=2000", r"min_points_per_centroid=2000 and max_points_per_centroid=1000"),
+    ("pcl", "method.num_prototypes=[4,100]", r"method.num_prototypes=\[4, 100\] is not valid.*\[2, 64\]"),
+    ("mocov2", "trainer.sync_batchnorm=true", r"method.shuffle_bn=true needs per-process BatchNorm: set trainer.sync_batchnorm=false"),
+    ("pcl", "trainer.sync_batchnorm=true", r"method.shuffle_bn=true needs per-process BatchNorm"),
 ])
 def test_bad_clustering_settings_get_one_line(name, override, message):
     cfg = load_config([f"method={name}", "batch_size=16", *SMALL_HEADS[name], override])
     with pytest.raises(ConfigError, match=message) as err:
         METHODS.get(name).validate_config(cfg, DATA)
     assert "\n" not in str(err.value)
+
+
+def test_pcl_v1_loss_is_moco_v1_infonce_plus_protonce_written_out():
+    """PCL (v1) through its own training_losses: MoCo's InfoNCE of the linear head's query against its key and
+    the queue, plus the mean over the clusterings of ProtoNCE (pcl/builder.py), each written out."""
+    model = _model("pcl")
+    linear = [m for m in model.projection_head.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linear) == 1  # MoCo v1's fc, no hidden layer
+    t, r = float(model.cfg.method.temperature), int(model.cfg.method.num_negative_prototypes)
+    # Batch of 16 using prototypes {0, 1} of K=4 and {0..5} of K=8: the r=2 negatives are {2, 3} and {6, 7}.
+    model.assignments.copy_(torch.stack([torch.arange(64) % 2, torch.arange(64) % 6]))
+    for j in range(len(model.ks)):
+        centroids, phi = model.prototypes(j)
+        centroids.copy_(_unit(*centroids.shape, seed=10 + j))
+        phi.copy_(torch.linspace(0.1, 0.3, len(phi)))
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    views, labels = model.make_views(images, torch.zeros(16, dtype=torch.long))
+    indices = torch.arange(16)
+    with torch.no_grad():
+        losses = model.training_losses(views, labels, indices)
+        q = F.normalize(model.projection_head(model.backbone(views[0])), dim=1)
+        k = F.normalize(model.momentum[1](model.momentum[0](views[1])), dim=1)
+        queue = model.queue.keys
+        instance = sum(-math.log(math.exp(float(q[b] @ k[b]) / t) / (math.exp(float(q[b] @ k[b]) / t) + sum(
+            math.exp(float(q[b] @ n) / t) for n in queue))) for b in range(16)) / 16
+        proto = 0.0
+        for j, negatives in enumerate(([2, 3], [6, 7])):
+            centroids, phi = model.prototypes(j)
+            columns = model.assignments[j, indices].tolist() + negatives  # the batch's prototypes, then r negatives
+            for b in range(16):
+                logits = [float(q[b] @ centroids[c]) / float(phi[c]) for c in columns]
+                proto += -math.log(math.exp(logits[b]) / sum(math.exp(v) for v in logits)) / 16 / len(model.ks)
+    assert r == 2
+    assert float(losses["instance"]) == pytest.approx(instance, rel=1e-4)
+    assert float(losses["prototype"]) == pytest.approx(proto, rel=1e-4)
+    assert float(losses["loss"]) == pytest.approx(instance + proto, rel=1e-4)
