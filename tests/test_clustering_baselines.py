@@ -77,10 +77,9 @@ def test_pcl_kmeans_is_euclidean_with_restarts_and_spcl_keeps_spherical(monkeypa
     real = faiss.Kmeans
     monkeypatch.setattr(faiss, "Kmeans", lambda d, k, **kw: calls.append(kw) or real(d, k, **kw))
     model = _model("pclv2")
-    model.cluster(_unit(64, 16, seed=6))
+    _, prototypes, _ = model.cluster(_unit(64, 16, seed=6))
     assert calls and all(c["spherical"] is False and c["nredo"] == 5 and c["min_points_per_centroid"] == 10
                          and c["max_points_per_centroid"] == 1000 and c["niter"] == 20 for c in calls)  # main_pcl.py
-    assignments, prototypes, _ = model.cluster(_unit(64, 16, seed=6))
     for centroids, _ in prototypes:
         assert torch.allclose(centroids.norm(dim=1), torch.ones(len(centroids)), atol=1e-5)  # normalised after
     calls.clear()
