@@ -5,8 +5,11 @@ A query encoder and its momentum copy (the key encoder); each query is contraste
 its other view against a queue of keys of earlier batches (InfoNCE, MoCo Eq. 1). MoCo v2 adds to
 MoCo v1 "an MLP projection head and more data augmentation" and a cosine schedule (configs/
 method/mocov2.yaml). The queue is :class:`contrastive.memory.queue.KeyQueue` (DDP: the global
-batch's keys, one write per step). MoCo's "shuffling BN" needs several devices per process group:
-it is not implemented; each process's BatchNorm sees its own batch (as solo-learn and lightly do).
+batch's keys, one write per step). MoCo's shuffling BN (Sec. 3.3, ``method.shuffle_bn``): under
+DDP the key encoder runs on a permutation of the global batch, each process's BatchNorm on its own
+share, and the keys are shuffled back (:func:`contrastive.engine.shuffle_bn.shuffled_keys`); BN is
+per process (``trainer.sync_batchnorm=false``, as MoCo's code). On one process the key encoder's BN
+sees the whole key batch: the shuffle changes nothing there (MoCo's code requires DDP).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
 from contrastive.engine.method import DataInfo
 from contrastive.engine.momentum import MomentumMethod
+from contrastive.engine.shuffle_bn import shuffled_keys
 from contrastive.losses.self_supervised import info_nce_with_queue
 from contrastive.memory.queue import KeyQueue
 
@@ -42,6 +46,7 @@ class MoCoV2(MomentumMethod):
         self.init_momentum(self.backbone, self.projection_head)
         self.queue = KeyQueue(int(m.queue_size), int(p.output_dim), seed=int(cfg.seed))
         self._pending_keys: torch.Tensor | None = None  # this step's keys, enqueued after backward
+        self.key_permutation: torch.Tensor | None = None  # the last step's shuffle of the global batch (DDP only)
 
     @classmethod
     def validate_config(cls, cfg, data: DataInfo) -> None:
@@ -49,6 +54,9 @@ class MoCoV2(MomentumMethod):
         m = cfg.method
         if not float(m.temperature) > 0:
             raise ConfigError(f"method.temperature must be > 0, got {m.temperature}")
+        if bool(m.shuffle_bn) and bool(cfg.trainer.sync_batchnorm):
+            raise ConfigError("method.shuffle_bn=true needs per-process BatchNorm: set trainer.sync_batchnorm=false "
+                              "(a synchronised BN shares one set of statistics; nothing to shuffle) or method.shuffle_bn=false")
         if int(m.projection.num_layers) < 1:
             raise ConfigError(f"method.projection.num_layers must be >= 1 (1: MoCo v1's linear head, 2: MoCo v2's MLP), "
                               f"got {m.projection.num_layers}")
@@ -58,9 +66,16 @@ class MoCoV2(MomentumMethod):
                               f"(batch_size={batch} x processes): each step replaces one batch of keys")
 
     def keys(self, images: torch.Tensor) -> torch.Tensor:
-        """l2-normalised keys of the momentum encoder ``[B, d]`` (no gradient)."""
+        """l2-normalised keys of the momentum encoder ``[B, d]`` (no gradient), the global batch
+        shuffled across processes for its BatchNorm when ``method.shuffle_bn``."""
+        encode = lambda x: self.momentum[1](self.momentum[0](x))  # noqa: E731
         with torch.no_grad():
-            return F.normalize(self.momentum[1](self.momentum[0](images)), dim=1)
+            if not bool(self.cfg.method.shuffle_bn):
+                return F.normalize(encode(images), dim=1)
+            # The same draw on every process, a function of (seed, step): a resumed run shuffles as the straight one.
+            draw = torch.Generator(device=images.device).manual_seed(int(self.cfg.seed) * 1_000_033 + self.global_step)
+            k, self.key_permutation = shuffled_keys(encode, images, draw)
+            return F.normalize(k, dim=1)
 
     def query(self, images: torch.Tensor) -> torch.Tensor:
         """l2-normalised queries of the online encoder ``[B, d]``."""

@@ -8,9 +8,13 @@ training image (un-augmented, the eval transform) and faiss k-means clusters the
 ``M`` times with different cluster counts (the paper's ImageNet run: 25,000, 50,000 and 100,000).
 Each cluster gets a concentration ``phi`` (:func:`contrastive.clustering.concentration.concentration`)
 and the loss is ProtoNCE (Eq. 6): MoCo's InfoNCE plus, averaged over the ``M`` clusterings, the
-InfoNCE of the query against its own prototype and ``r`` sampled prototypes, each logit scaled
-by its prototype's ``1 / phi`` (:func:`contrastive.losses.clustering.proto_nce`). Under DDP every
-process embeds a shard, rank 0 clusters the gathered features and broadcasts the result.
+InfoNCE of the query against the prototypes of the batch's images (its own is the target) and
+``r`` prototypes drawn from those no image of the batch is assigned to, each logit scaled by its
+prototype's ``1 / phi``, as the released code (pcl/builder.py) builds it
+(:func:`contrastive.losses.clustering.proto_nce`). The k-means is PCL's ``run_kmeans``
+(main_pcl.py): Euclidean, 5 restarts, centroids l2-normalised afterwards (``method.kmeans``).
+Under DDP every process embeds a shard, rank 0 clusters the gathered features and broadcasts
+the result; each process contrasts its own batch's prototypes, as PCL's processes do.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 from typing import Dict, List
 
 import torch
+import torch.nn.functional as F
 
 from contrastive.clustering.concentration import concentration
 from contrastive.clustering.assignments import EpochStateMixin, unassigned
@@ -27,7 +32,7 @@ from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
 from contrastive.engine.embedding import embed_split, on_rank_zero
 from contrastive.engine.method import DataInfo
-from contrastive.losses.clustering import draw_prototypes, proto_nce
+from contrastive.losses.clustering import draw_negative_prototypes, proto_nce
 from .mocov2 import MoCoV2
 
 log = logging.getLogger(__name__)
@@ -60,9 +65,14 @@ class PCLv2(EpochStateMixin, MoCoV2):
         if not 1 <= int(m.num_negative_prototypes) < min(int(k) for k in ks):
             raise ConfigError(f"method.num_negative_prototypes={m.num_negative_prototypes} must be in "
                               f"[1, {min(int(k) for k in ks) - 1}] (below the smallest cluster count)")
-        if int(m.warmup_epochs) < 0 or int(m.kmeans_iterations) < 1 or int(m.embed_batch_size) < 1:
-            raise ConfigError(f"method.warmup_epochs must be >= 0 and method.kmeans_iterations, embed_batch_size "
-                              f">= 1, got {m.warmup_epochs}, {m.kmeans_iterations}, {m.embed_batch_size}")
+        km = m.kmeans
+        if int(m.warmup_epochs) < 0 or min(int(km.iterations), int(km.nredo), int(m.embed_batch_size)) < 1:
+            raise ConfigError(f"method.warmup_epochs must be >= 0 and method.kmeans.iterations, method.kmeans.nredo, "
+                              f"method.embed_batch_size >= 1, got {m.warmup_epochs}, {km.iterations}, {km.nredo}, "
+                              f"{m.embed_batch_size}")
+        if not 1 <= int(km.min_points_per_centroid) <= int(km.max_points_per_centroid):
+            raise ConfigError(f"method.kmeans.min_points_per_centroid={km.min_points_per_centroid} and "
+                              f"max_points_per_centroid={km.max_points_per_centroid} must satisfy 1 <= min <= max")
         if not float(m.concentration_alpha) > 0:
             raise ConfigError(f"method.concentration_alpha must be > 0, got {m.concentration_alpha}")
 
@@ -85,7 +95,7 @@ class PCLv2(EpochStateMixin, MoCoV2):
             centroids, conc = self.prototypes(j)
             centroids.copy_(c.to(self.device))
             conc.copy_(phi.to(self.device))
-        self.log_dict({f"pclv2/{k}": float(v) for k, v in stats.items()}, on_step=False, on_epoch=True)
+        self.log_dict({f"{self.cfg.method.name}/{k}": float(v) for k, v in stats.items()}, on_step=False, on_epoch=True)
         log.info("epoch %d: clustered %d momentum features into K=%s: %s", self.current_epoch, len(images), self.ks, stats)
 
     def cluster(self, features: torch.Tensor):
@@ -94,10 +104,15 @@ class PCLv2(EpochStateMixin, MoCoV2):
         seed = int(self.cfg.seed) * 1009 + self.current_epoch
         rows, prototypes = [], []
         for j, k in enumerate(self.ks):
-            assigned, centroids = kmeans(features, k, int(m.kmeans_iterations), seed + j)
-            phi = concentration(features, assigned, centroids, float(m.concentration_alpha), float(m.temperature))
+            km = m.kmeans
+            assigned, fitted = kmeans(features, k, int(km.iterations), seed + j, int(km.max_points_per_centroid),
+                                      spherical=bool(km.spherical), nredo=int(km.nredo),
+                                      min_points_per_centroid=int(km.min_points_per_centroid))
+            # phi from the distances to the centroids as fitted; the prototypes are their unit vectors
+            # (PCL's main_pcl.py: distances from index.search, line 435; normalize, line 464).
+            phi = concentration(features, assigned, fitted, float(m.concentration_alpha), float(m.temperature))
             rows.append(assigned)
-            prototypes.append((centroids, phi))
+            prototypes.append((F.normalize(fitted, dim=1), phi))
         assignments = torch.stack(rows)  # [M, N]
         stats = cluster_stats(assignments[0], self.ks[0])
         stats["concentration_min"], stats["concentration_max"] = float(prototypes[0][1].min()), float(prototypes[0][1].max())
@@ -115,7 +130,8 @@ class PCLv2(EpochStateMixin, MoCoV2):
             terms = []
             for j, target in enumerate(targets):
                 centroids, phi = self.prototypes(j)
-                terms.append(proto_nce(q, centroids, phi, target, draw_prototypes(len(phi), r, q.device, draw)))
+                negatives, valid = draw_negative_prototypes(len(phi), target, r, draw)  # [r], [r]
+                terms.append(proto_nce(q, centroids, phi, target, negatives, valid))
             losses["prototype"] = torch.stack(terms).mean()
         losses["loss"] = sum(losses.values())
         return losses

@@ -84,6 +84,26 @@ def _nt_xent_checks(rank, out):
     return {"loss": loss.detach(), "grads": grads, "loss_without_gather": local_only}
 
 
+def _moco_model(out):
+    from contrastive.config.plugins import load_builtin_methods
+    from contrastive.engine.method import DataInfo
+    from contrastive.core.registry import METHODS
+
+    load_builtin_methods()
+    torch.manual_seed(0)
+    data = DataInfo(num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, num_train=128)
+    return METHODS.get("mocov2")(_cfg(out, "method=mocov2", "method.queue_size=64", devices=2), data).train()
+
+
+def _shuffle_bn_checks(rank, out):
+    """MoCo's keys under DDP with shuffling BN: the keys, the global permutation and what the key encoder saw."""
+    model = _moco_model(out)
+    seen = []
+    model.momentum[0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].clone()))
+    keys = model.keys(_views(seed=1)[1, rank * LOCAL_BATCH : (rank + 1) * LOCAL_BATCH])  # this process's key images
+    return {"keys": keys, "permutation": model.key_permutation, "encoded": seen[0]}
+
+
 def _worker(rank, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(WORLD), GROUP_RANK="0", LOCAL_WORLD_SIZE=str(WORLD), OMP_NUM_THREADS="1")
@@ -93,7 +113,7 @@ def _worker(rank, port, out):
         from contrastive.engine.run import _knn, build_trainer, fit, prepare_run
 
         dist.init_process_group("gloo", rank=rank, world_size=WORLD, init_method=f"tcp://127.0.0.1:{port}")
-        result = {"nt_xent": _nt_xent_checks(rank, out)}
+        result = {"nt_xent": _nt_xent_checks(rank, out), "shuffle_bn": _shuffle_bn_checks(rank, out)}
 
         run = prepare_run(_cfg(out, *KNN, devices=2))
         trainer = build_trainer(run.cfg, run.run_dir, logger=False, callbacks=[], enable_progress_bar=False)
@@ -205,3 +225,26 @@ def test_spcl_assignments_identical_on_every_rank_and_equal_to_one_process(ranks
     run = prepare_run(_cfg(tmp_path, *SPCL))
     fit(run)  # one epoch: the assignments are the clustering at its start (initial weights)
     assert torch.equal(run.model.assignments.cpu(), r0["spcl_assignments"].cpu())
+
+
+def test_moco_shuffling_bn_encodes_a_permuted_global_batch_and_restores_each_key(ranks, single_threaded, tmp_path):
+    """MoCo Sec. 3.3: each process's key encoder runs (BatchNorm in training mode) on its share of a permutation
+    of the global batch, the same permutation on both processes; every key comes back to its image's place."""
+    _, results = ranks
+    perm = results[0]["shuffle_bn"]["permutation"]  # [W * B]
+    assert perm is not None and torch.equal(perm, results[1]["shuffle_bn"]["permutation"])
+    assert sorted(perm.tolist()) == list(range(WORLD * LOCAL_BATCH)) and not torch.equal(perm, torch.arange(len(perm)))
+    images = _views(seed=1)[1]  # [W * B, 3, 32, 32], the global batch of key images
+    shares = [perm[r * LOCAL_BATCH : (r + 1) * LOCAL_BATCH] for r in range(WORLD)]
+    for r in range(WORLD):  # the key encoder saw the permuted rows, not its own
+        assert torch.equal(results[r]["shuffle_bn"]["encoded"], images[shares[r]])
+    model = _moco_model(tmp_path)  # the same weights, one process
+    encode = lambda x: F.normalize(model.momentum[1](model.momentum[0](x)), dim=1)  # noqa: E731
+    keys = torch.cat([results[r]["shuffle_bn"]["keys"] for r in range(WORLD)])  # [W * B, d], in image order
+    with torch.no_grad():
+        encoded = torch.cat([encode(images[share]) for share in shares])  # each share's own BatchNorm statistics
+        expected = torch.empty_like(encoded)
+        expected[perm] = encoded  # back to image order
+        unshuffled = torch.cat([encode(images[r * LOCAL_BATCH : (r + 1) * LOCAL_BATCH]) for r in range(WORLD)])
+    assert torch.allclose(keys, expected, atol=1e-5)
+    assert not torch.allclose(keys, unshuffled, atol=1e-3)  # other statistics than the query's sub-batch

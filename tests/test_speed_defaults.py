@@ -131,6 +131,7 @@ SMALL = {
              "method.projection.output_dim=16"],
     "imclr": ["scheduler=warmup_cosine"],  # its preset's step schedule has no warmup_epochs (a FAST key)
     "mocov1": [*SMALL_HEADS["mocov1"], "scheduler=warmup_cosine"],  # likewise
+    "pcl": [*SMALL_HEADS["pcl"], "scheduler=warmup_cosine"],  # likewise
 }
 #: Syncs per step a method's own loss still makes, with the reason (none for the base class).
 #: methods/spcl.py: `if bool((targets >= 0).all())` picks the loss terms and the metric loss reads the anchor

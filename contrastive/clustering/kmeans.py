@@ -1,4 +1,7 @@
-"""Spherical k-means with faiss, as prototype methods (PCL, SPCL) run it every epoch.
+"""k-means with faiss, as prototype methods (PCL, SPCL, DeepCluster v2) run it every epoch.
+
+Spherical by default (SPCL, DeepCluster v2); PCL's released code runs Euclidean k-means with
+several restarts and normalises the centroids afterwards (``spherical=False``, ``nredo``).
 
 :func:`kmeans` is a pure function of a feature matrix: the same features, ``k``,
 ``niter`` and ``seed`` give the same assignments (faiss seeds its initialisation and
@@ -19,9 +22,10 @@ from contrastive.core.errors import ConfigError
 
 
 def kmeans(
-    features: torch.Tensor, k: int, niter: int = 20, seed: int = 0, max_points_per_centroid: Optional[int] = None
+    features: torch.Tensor, k: int, niter: int = 20, seed: int = 0, max_points_per_centroid: Optional[int] = None,
+    *, spherical: bool = True, nredo: int = 1, min_points_per_centroid: int = 1,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Cluster L2-normalised rows of ``features`` into ``k`` spherical clusters.
+    """Cluster L2-normalised rows of ``features`` into ``k`` clusters.
 
     Args:
         features: float ``[N, D]`` on any device; rows are L2-normalised here.
@@ -33,10 +37,15 @@ def kmeans(
             clustering". A number: faiss fits on at most ``k x`` that many points (a
             seed-fixed subsample), an option for very large sets; every point is assigned
             afterwards either way.
+        spherical: ``True``: faiss renormalises the centroids after every iteration (spherical
+            k-means). ``False``: plain Euclidean k-means; the centroids are returned as fitted
+            (not unit-norm), for distances to them.
+        nredo: Runs from different initialisations; faiss keeps the one of lowest objective.
+        min_points_per_centroid: Below ``k x`` this many points faiss warns (nothing else changes).
 
     Returns:
         ``(assignments int64 [N] in [0, k), centroids float32 [k, D])``, on the CPU;
-        centroids are unit-norm.
+        centroids are unit-norm when ``spherical``.
 
     Raises:
         ConfigError: ``k < 2`` or ``k > N``.
@@ -51,8 +60,8 @@ def kmeans(
     # faiss subsamples when N > k x max_points_per_centroid; a cap of ceil(N / k) never does.
     cap = -(-n // int(k)) if max_points_per_centroid is None else int(max_points_per_centroid)
     km = faiss.Kmeans(
-        d, int(k), niter=int(niter), seed=int(seed), spherical=True, min_points_per_centroid=1,
-        max_points_per_centroid=cap, verbose=False,
+        d, int(k), niter=int(niter), nredo=int(nredo), seed=int(seed), spherical=bool(spherical),
+        min_points_per_centroid=int(min_points_per_centroid), max_points_per_centroid=cap, verbose=False,
     )
     km.train(x)
     _, nearest = km.index.search(x, 1)  # [N, 1]; the index holds the final centroids

@@ -5,7 +5,7 @@ Each function is the formula of its paper; tests check them against the formulas
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -30,30 +30,51 @@ def prototype_cross_entropy(scores: Sequence[Tensor], targets: Tensor, temperatu
 
 
 def proto_nce(query: Tensor, centroids: Tensor, concentration: Tensor, targets: Tensor,
-              negatives: Tensor) -> Tensor:
-    """PCL's ProtoNCE term for one clustering (Li et al. 2021, Eq. 6, the prototype part):
-    ``-log exp(v . c_s / phi_s) / (exp(v . c_s / phi_s) + sum_j exp(v . c_j / phi_j))`` over the
-    image's own prototype ``c_s`` and ``r`` sampled prototypes ``c_j``.
+              negatives: Tensor, valid: Optional[Tensor] = None) -> Tensor:
+    """PCL's ProtoNCE term for one clustering (Li et al. 2021, Eq. 6, the prototype part), as its
+    released code builds it (github.com/salesforce/PCL, pcl/builder.py lines 173-193): the logits
+    of query ``b`` are over the prototypes of every image of the batch (``c_{s_1} .. c_{s_B}``,
+    repeats included) followed by ``r`` negative prototypes ``c_j``, each divided by its
+    concentration, and the target is column ``b`` (its own prototype):
+    ``-log exp(v_b . c_{s_b} / phi_{s_b}) / (sum_i exp(v_b . c_{s_i} / phi_{s_i}) + sum_j exp(v_b . c_j / phi_j))``.
 
     Args:
         query: ``v`` ``[B, D]``, l2-normalised.
         centroids: ``[K, D]`` prototypes, l2-normalised.
         concentration: ``phi`` ``[K]`` > 0 (see :func:`contrastive.clustering.concentration.concentration`).
-        targets: int64 ``[B]``, the prototype ``s`` of each image.
-        negatives: int64 ``[r]`` prototype ids drawn for the batch; where one equals an image's own
-            prototype it is masked out of that image's denominator (the sum runs over others only).
+        targets: int64 ``[B]``, the prototype ``s_b`` of each image.
+        negatives: int64 ``[r]`` prototype ids (:func:`draw_negative_prototypes`).
+        valid: Optional bool ``[r]``: ``False`` leaves that negative out of every denominator.
 
     Returns:
         The mean over the batch.
     """
-    own = (query * centroids[targets]).sum(dim=1, keepdim=True) / concentration[targets].unsqueeze(1)  # [B, 1]
-    other = (query @ centroids[negatives].t()) / concentration[negatives].unsqueeze(0)  # [B, r]
-    other = other.float().masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))  # [B, r]
-    logits = torch.cat([own.float(), other], dim=1)  # [B, 1 + r]
-    return F.cross_entropy(logits, torch.zeros(query.shape[0], dtype=torch.long, device=query.device))
+    ids = torch.cat([targets, negatives])  # [B + r]: the batch's own prototypes, then the negatives
+    logits = (query.float() @ centroids[ids].float().t()) / concentration[ids].float().unsqueeze(0)  # [B, B + r]
+    if valid is not None:
+        keep = torch.cat([torch.ones_like(targets, dtype=torch.bool), valid])  # [B + r]
+        logits = logits.masked_fill(~keep.unsqueeze(0), float("-inf"))
+    return F.cross_entropy(logits, torch.arange(query.shape[0], device=query.device))
 
 
-def draw_prototypes(num_prototypes: int, count: int, device: torch.device,
-                    generator: Optional[torch.Generator] = None) -> Tensor:
-    """``count`` distinct prototype ids of ``[0, num_prototypes)`` (int64 ``[count]``, on ``device``)."""
-    return torch.randperm(num_prototypes, device=device, generator=generator)[:count]
+def draw_negative_prototypes(num_prototypes: int, targets: Tensor, count: int,
+                             generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+    """``count`` distinct prototypes drawn uniformly from those no image of the batch is assigned to
+    (PCL's pcl/builder.py lines 177-180: ``sample(set(all) - set(pos_proto_id), r)``), with tensor
+    ops only (no host sync): every prototype gets a uniform key, a used one the key 2, and the
+    ``count`` smallest keys win.
+
+    Args:
+        num_prototypes: ``K``.
+        targets: int64 ``[B]``, the batch's prototypes (on the device the ids are returned on).
+        count: ``r`` <= ``K``.
+        generator: Seeded generator on ``targets``' device (a resumed run draws what the straight run drew).
+
+    Returns:
+        ``(ids int64 [r], valid bool [r])``; ``valid`` is ``False`` where fewer than ``r`` prototypes
+        are unused and a used one filled the draw (PCL's code would stop with an error there).
+    """
+    used = torch.zeros(num_prototypes, dtype=torch.bool, device=targets.device).index_fill_(0, targets, True)  # [K]
+    keys = torch.rand(num_prototypes, device=targets.device, generator=generator).masked_fill(used, 2.0)  # [K]
+    ids = keys.topk(count, largest=False).indices  # [r]
+    return ids, ~used[ids]
