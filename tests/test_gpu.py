@@ -26,8 +26,8 @@ SMALL = {
     "spcl": ["method.num_prototypes=[6]", "method.metric_hidden_dim=16", "method.cluster.start_epoch=0"],
     "imclr": ["scheduler=warmup_cosine"],
 }
-#: Syncs inside a method's own loss (see tests/test_speed_defaults.py KNOWN_SYNCS): not this issue's files.
-KNOWN_SYNC_METHODS = {"spcl", "simclic"}
+#: Methods whose own loss (``training_losses``) still syncs (tests/test_speed_defaults.py KNOWN_SYNCS).
+KNOWN_SYNC_METHODS = {"spcl", "simclic", "insdis", "deepclusterv2"}
 
 
 def _fit(tmp_path, *extra):
@@ -170,9 +170,11 @@ def _sync_errors():
 @pytest.mark.parametrize("name", sorted(METHODS.names()))
 def test_no_host_device_sync_inside_the_training_step(tmp_path, monkeypatch, name):
     """Augmentation (on_after_batch_transfer) and training_step under set_sync_debug_mode("error"),
-    except at logging intervals (log_every_n_steps=50 > the 3 steps run here)."""
-    if name in KNOWN_SYNC_METHODS:
-        pytest.xfail(f"{name}'s own loss still syncs (tests/test_speed_defaults.py KNOWN_SYNCS)")
+    except at logging intervals (log_every_n_steps=50 > the 3 steps run here). For a method of
+    KNOWN_SYNC_METHODS only its own ``training_losses`` runs in "warn" mode (its syncs are counted,
+    not raised): the augmentation and the rest of the step are held to the same rule."""
+    import warnings
+
     import pytorch_lightning as pl
 
     from contrastive.data.module import ArrayDataModule
@@ -187,6 +189,22 @@ def test_no_host_device_sync_inside_the_training_step(tmp_path, monkeypatch, nam
             with _sync_errors():
                 return _original(self, *args, **kwargs)
         monkeypatch.setattr(Method, hook, strict)
+    loss_syncs = []
+    if name in KNOWN_SYNC_METHODS:
+        cls = METHODS.get(name)
+        own_losses = cls.training_losses
+
+        def lenient(self, *args, **kwargs):
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                with warnings.catch_warnings(record=True) as seen:
+                    warnings.simplefilter("always")
+                    out = own_losses(self, *args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode("error")
+            loss_syncs.append(sum("synchroniz" in str(w.message) for w in seen))
+            return out
+        monkeypatch.setattr(cls, "training_losses", lenient)
     run = prepare_run(load_config(FAST + GPU + [f"output_dir={tmp_path}", f"method={name}", "dataset.num_train=48",
                                                 "batch_size=16", "knn.enabled=false", "trainer.precision=bf16-mixed",
                                                 *SMALL.get(name, [])]))
@@ -196,6 +214,8 @@ def test_no_host_device_sync_inside_the_training_step(tmp_path, monkeypatch, nam
     trainer.fit(run.model, datamodule=ArrayDataModule(run.splits, 16, 0, data_on_device="always",
                                                       batch_sampler_factory=run.model.batch_sampler_factory()))
     assert trainer.global_step == 3
+    if name in KNOWN_SYNC_METHODS and not any(loss_syncs):
+        warnings.warn(f"{name}'s loss made no sync in 3 steps: drop it from KNOWN_SYNC_METHODS")
 
 
 def test_sync_debug_mode_catches_a_sync():

@@ -220,7 +220,17 @@ def test_bad_method_values_are_clear_errors(override, message):
 
 
 def test_flip_tta_with_one_image_is_base_plus_flips():
-    ImCLR.validate_config(_config("method=imclr", "method.k=1", "method.tta=flip"), _data())  # Table 9 (test_imclr_paper.py)
+    # accepted (Table 9's "Base + flips", test_imclr_paper.py) and built as such: the single image
+    # is not concatenated, its features and class scores average the image and its flip
+    model = _model("method.k=1", "method.tta=flip").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.test_input(x), x)
+        image, flipped = model.backbone(x), model.backbone(x.flip(-1))
+        assert not torch.allclose(image, flipped, atol=1e-3)  # the flip changes the features of these images
+        assert torch.allclose(model.embed(x), (image + flipped) / 2, atol=1e-6)
+        p, q = model.classifier(image).softmax(1), model.classifier(flipped).softmax(1)
+        assert torch.allclose(model.predict(x), ((p + q) / 2).log(), atol=1e-5)
 
 
 def test_dataset_without_labels_is_an_error(tmp_path):

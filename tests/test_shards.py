@@ -146,12 +146,59 @@ def test_bad_shard_settings_are_one_line_errors(converted, tmp_path):
             build(*overrides)
 
 
+def _record_spcl_batches(monkeypatch):
+    """``(epoch, dataset indices, assignments [N])`` of every SPCL training batch, as its loss sees them."""
+    from contrastive.config.plugins import load_builtin_methods
+    from contrastive.core.registry import METHODS
+
+    load_builtin_methods()
+    spcl, batches = METHODS.get("spcl"), []
+    losses = spcl.training_losses
+
+    def recording(self, views, labels, indices):
+        batches.append((self.current_epoch, indices.detach().cpu().clone(), self.assignments[0].cpu().clone()))
+        return losses(self, views, labels, indices)
+
+    monkeypatch.setattr(spcl, "training_losses", recording)
+    return batches
+
+
+def _follows_the_prototype_sampler(idx, assignments, batch_size) -> bool:
+    """The anchor prototype's members first (half the batch, or all of a smaller prototype), then
+    only images of other prototypes, no image twice."""
+    proto = assignments[idx]  # [B]
+    anchor = int(proto[0])
+    n_anchor = min(batch_size // 2, int((assignments == anchor).sum()))
+    return (len(idx) == batch_size and len(set(idx.tolist())) == batch_size
+            and bool((proto[:n_anchor] == anchor).all()) and bool((proto[n_anchor:] != anchor).all()))
+
+
+def _check_spcl_clustered_and_sampled(checkpoint, batches, k, batch_size, epochs):
+    """k-means ran every epoch (every image has one of the ``k`` prototypes; the checkpoint holds
+    the last epoch's) and the batches came from the prototype sampler."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]["assignments"]
+    assert [e for e, _, _ in batches] == [e for e in range(epochs) for _ in range(96 // batch_size)]
+    assert torch.equal(saved[0], batches[-1][2])
+    for epoch, idx, assignments in batches:
+        assert assignments.shape == (96,) and assignments.min() >= 0 and assignments.max() < k, assignments
+        assert len(torch.unique(assignments)) > 1  # clusters, not one label for all
+    assert not torch.equal(batches[0][2], batches[-1][2])  # re-clustered after the first epoch
+    late = [(idx, a) for epoch, idx, a in batches if epoch > 0]
+    assert all(_follows_the_prototype_sampler(idx, a, batch_size) for idx, a in late), [a[i] for i, a in late]
+    first = [(idx, a) for epoch, idx, a in batches if epoch == 0]
+    if not all(_follows_the_prototype_sampler(idx, a, batch_size) for idx, a in first):
+        # Lightning creates the first epoch's loader iterator before on_train_epoch_start; the
+        # stream's worker processes then prefetch batches from the sampler before the first
+        # clustering, and the whole first epoch is random batches.
+        pytest.xfail("known bug: SPCL's first epoch on streamed data is drawn before its clustering")
+
+
 SMALL = {"spcl": ["method.num_prototypes=[4]"], "pimodel": ["method.num_labels=16", "method.labeled_per_batch=4"]}
 
 
 @pytest.mark.parametrize("method", ["simclr", "spcl", "simclic", "imclr", "pimodel"])
 @pytest.mark.slow
-def test_train_and_evaluate_on_shards_end_to_end(converted, tmp_path, fast_overrides, method):
+def test_train_and_evaluate_on_shards_end_to_end(converted, tmp_path, fast_overrides, method, monkeypatch):
     """Every method on shards: SimCLR through the shard-aware sampler, SPCL through its own
     prototype sampler (random access) and its clustering pass, ImCLR and the Π-model with their
     per-image crops before concatenation; then linear_eval.py's kNN extracts features from the shards."""
@@ -163,10 +210,13 @@ def test_train_and_evaluate_on_shards_end_to_end(converted, tmp_path, fast_overr
         f"method={method}", "dataset=shards", f"dataset.root={converted[1]}", "dataset.image_size=16",
         "dataset.num_workers=1", f"dataset.cache_dir={tmp_path / 'cache'}", "batch_size=16", "trainer.max_epochs=1",
         "knn.k=5", *extra]
-    summary = train.main(overrides)
-    assert summary["epochs"] == 1 and Path(summary["last_checkpoint"]).is_file(), summary
+    batches = _record_spcl_batches(monkeypatch) if method == "spcl" else None
+    epochs = 2 if method == "spcl" else 1  # SPCL: a second epoch re-clusters and samples by its prototypes
+    summary = train.main(overrides + [f"trainer.max_epochs={epochs}"])
+    assert summary["epochs"] == epochs and Path(summary["last_checkpoint"]).is_file(), summary
     assert 0.0 <= summary["knn_top1"] <= 100.0 and summary["knn_top1_random_init"] is not None, summary
     if method == "spcl":
         (knn,) = linear_eval.main([f"checkpoint={summary['last_checkpoint']}", "eval.mode=knn", "eval.knn.k=5",
                                    "eval.progress_bar=false"])["results"]
         assert knn["mode"] == "knn" and 0.0 <= knn["top1"] <= 100.0, knn
+        _check_spcl_clustered_and_sampled(summary["last_checkpoint"], batches, k=4, batch_size=16, epochs=2)

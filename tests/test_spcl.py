@@ -236,13 +236,14 @@ def test_kmeans_is_fitted_on_all_n_features_unless_capped(monkeypatch):
 
 @pytest.mark.parametrize("zero", ["contrastive", "metric", "prototype"])
 def test_zero_weight_removes_the_term_and_its_head(zero):
-    model = _spcl([f"method.weights.{zero}=0", "method.weights.metric=0.5" if zero != "metric" else "method.weights.prototype=2"])
+    configured = {"contrastive": 0.7, "metric": 0.5, "prototype": 2.0, zero: 0.0}  # distinct: a mixed-up weight shows
+    model = _spcl([f"method.weights.{k}={v}" for k, v in configured.items()])
     head = {"contrastive": "projection_head", "metric": "metric_head", "prototype": "prototype_heads"}[zero]
     assert getattr(model, head, None) is None
     model.assignments.copy_(torch.arange(512) % 10)
     losses = model.training_losses(_views(model, 8), None, torch.arange(8))
-    assert zero not in losses and len(losses) == 3
-    expected = sum(model.weights[k] * v for k, v in losses.items() if k != "loss")
+    assert zero not in losses and set(losses) == set(configured) - {zero} | {"loss"}
+    expected = sum(configured[k] * v for k, v in losses.items() if k != "loss")
     assert torch.allclose(losses["loss"], expected)
 
 

@@ -106,9 +106,30 @@ def test_engine_and_method_use_the_rules(cpu_only, monkeypatch):
     assert _precision(cfg) == "32-true" and METHODS.get("simclr")(cfg, data).channels_last is False
 
 
-def test_describe_reports_this_machine():
-    info = hardware.describe()
-    assert info["auto_precision_cpu"] in ("32-true", "bf16-mixed") and isinstance(info["auto_channels_last_cpu"], bool)
+def _proc_cpuinfo_flags() -> set:
+    """This machine's CPU flags, read here without the module under test."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return set()
+    return next((set(v.split()) for k, _, v in (ln.partition(":") for ln in lines) if k.strip() in ("flags", "Features")),
+                set())
+
+
+def test_describe_reports_this_machine(monkeypatch):
+    # the rules: bf16 on a CPU with AVX-512 BF16 or AMX flags (unless CONTRASTIVE_CPU_BF16 forces it);
+    # channels-last on x86 with torch's AVX2 kernels or better
+    native = sorted({"avx512_bf16", "amx_bf16"} & _proc_cpuinfo_flags())
+    x86 = os.uname().machine.lower() in ("x86_64", "amd64")
+    fast_nhwc = torch.backends.cpu.get_cpu_capability() in {"AVX2", "AVX512", "AVX512_BF16", "AMX", "AVX512_VNNI"}
+    for forced, precision in ((None, "bf16-mixed" if native else "32-true"), ("0", "32-true"), ("1", "bf16-mixed")):
+        if forced is None:
+            monkeypatch.delenv(hardware.BF16_ENV, raising=False)
+        else:
+            monkeypatch.setenv(hardware.BF16_ENV, forced)
+        info = hardware.describe()
+        assert info["auto_precision_cpu"] == precision, (forced, info)
+        assert info["cpu_bf16_flags"] == native and info["auto_channels_last_cpu"] == (x86 and fast_nhwc), info
 
 
 # ------------------------------------------------------------------ deferred non-finite check

@@ -26,6 +26,9 @@ def test_simclr_end_to_end_beats_random_init(fast_overrides):
     run_dir = summary["run_dir"]
     losses = [float(r["train_loss_epoch"]) for r in csv.DictReader(open(f"{run_dir}/logs/metrics.csv")) if r["train_loss_epoch"]]
     assert len(losses) == 5 and losses[-1] < losses[0] - 0.2
+    # Measured (seed 0, this recipe, CPU): kNN 28.6% trained, 24.4% at random init, and 23.2% for the
+    # same run at optimizer.lr=1e-12 (the no-learning control: only BatchNorm statistics move). The
+    # control does not beat random init, so the margin of 2 is learning, under half the measured 4.2.
     assert summary["knn_top1"] > summary["knn_top1_random_init"] + 2
     assert summary["curves_png"].endswith("curves.png") and open(summary["curves_png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     saved = json.loads(open(f"{run_dir}/summary.json").read())

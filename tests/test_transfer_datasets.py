@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from contrastive.core.errors import ConfigError
-from contrastive.evaluation.transfer.datasets import DATASETS, load_transfer_dataset
+from contrastive.evaluation.transfer.datasets import DATASETS, VOC_CLASSES, load_transfer_dataset
 
 CFG = OmegaConf.create({"val_fraction": 0.25, "val_seed": 0, "caltech_train_per_class": 3})
 CLASSES = ("alpha", "beta", "gamma")
@@ -24,7 +24,8 @@ PER_CLASS = 6
 def _img(path: Path, seed: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(path)
+    # best JPEG quality, no chroma subsampling: the decoded pixels stay close enough to tell images apart
+    Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(path, quality=100, subsampling=0)
 
 
 def _write(path: Path, text: str) -> None:
@@ -201,6 +202,86 @@ def test_reads_generated_layout(name, tmp_path):
         assert data.num_classes == 20 and label.shape == (20,) and label.sum() >= 1
     else:
         assert data.num_classes == len(CLASSES) and 0 <= int(label) < len(CLASSES)
+
+
+def _file_images():
+    """Generated image id -> its pixels before JPEG (``_img`` draws image ``k`` from seed ``k``)."""
+    return {k: np.random.default_rng(k).integers(0, 256, (10, 12, 3), dtype=np.uint8).astype(np.float64)
+            for k in [*range(len(CLASSES) * PER_CLASS), 99]}
+
+
+def _identify(img, refs) -> int:
+    """The id of the reference nearest ``img`` (JPEG moves noise far less than two images differ)."""
+    x = np.asarray(img, dtype=np.float64)
+    dist = {k: float(((x - r) ** 2).mean()) if r.shape == x.shape else float("inf") for k, r in refs.items()}
+    best, second = sorted(dist.values())[:2]
+    assert best < 0.25 * second, (best, second)
+    return min(dist, key=dist.get)
+
+
+def _cifar_images(root: Path, name: str):
+    """Image id -> pixels for the generated CIFAR pickles: ``<file>:<row>``."""
+    folder = root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    refs = {}
+    for f in sorted(folder.iterdir()):
+        if "meta" not in f.name:
+            rows = pickle.loads(f.read_bytes())["data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            refs.update({f"{f.name}:{r}": rows[r].astype(np.float64) for r in range(len(rows))})
+    return refs
+
+
+def _expected_splits(name: str, refs) -> dict:
+    """What the generated layout puts where: ids of {"train", "val", "test"}, or of "trainval"
+    (train + validation carved from it) where the dataset has no validation split."""
+    ids = {k: i for _, i, k in _items()}
+    if name in ("aircraft", "dtd", "flowers"):  # train: i < 3, val: i == 3, test: i >= 4
+        return {"train": {k for k, i in ids.items() if i < 3}, "val": {k for k, i in ids.items() if i == 3},
+                "test": {k for k, i in ids.items() if i >= 4}}
+    if name == "voc2007":  # ImageSets/Main: 0-8 train, 9-11 val, 12-17 test
+        return {"train": set(range(9)), "val": set(range(9, 12)), "test": set(range(12, 18))}
+    if name.startswith("cifar"):
+        test = {k for k in refs if k.startswith("test")}
+        return {"trainval": set(refs) - test, "test": test}
+    return {"trainval": {k for k, i in ids.items() if i < 4}, "test": {k for k, i in ids.items() if i >= 4}}
+
+
+@pytest.mark.parametrize("name", sorted(set(DATASETS) - {"caltech101"}))
+def test_each_generated_image_lands_in_its_split(name, tmp_path):
+    pytest.importorskip("scipy")
+    data = load_transfer_dataset(name, make_layout(name, tmp_path), CFG)
+    refs = _cifar_images(tmp_path, name) if name.startswith("cifar") else _file_images()
+    got = {}
+    for split, dataset in data.splits.items():
+        got[split] = [_identify(dataset[i][0], refs) for i in range(len(dataset))]
+        assert len(set(got[split])) == len(got[split]), (split, got[split])  # no image twice
+        if not name.startswith("cifar"):  # the label is the image's class (VOC: its objects)
+            for i, k in enumerate(got[split]):
+                label = dataset[i][1]
+                if name == "voc2007":
+                    hot = {0: {"cat", "dog"}, 1: {"person"}, 2: {"car", "person"}}[k % 3]
+                    assert {VOC_CLASSES[j] for j in label.nonzero().flatten().tolist()} == hot
+                else:
+                    assert int(label) == k // PER_CLASS, (split, k, label)
+    want = _expected_splits(name, refs)
+    assert set(got["test"]) == want["test"]
+    if "trainval" in want:  # validation is carved out of train: a val_fraction share, no overlap
+        assert set(got["train"]) | set(got["val"]) == want["trainval"]
+        assert not set(got["train"]) & set(got["val"])
+        assert len(got["val"]) == max(1, round(CFG.val_fraction * len(want["trainval"])))
+    else:
+        assert set(got["train"]) == want["train"] and set(got["val"]) == want["val"]
+
+
+def test_caltech_splits_by_class_and_leaves_the_background_out(tmp_path):
+    cfg = OmegaConf.merge(CFG, {"caltech_train_per_class": 2})  # 2 of 6: swapped train and test differ
+    data = load_transfer_dataset("caltech101", make_layout("caltech101", tmp_path), cfg)
+    refs = _file_images()
+    got = {s: [_identify(d[i][0], refs) for i in range(len(d))] for s, d in data.splits.items()}
+    trainval = got["train"] + got["val"]
+    assert sorted(trainval + got["test"]) == list(range(len(CLASSES) * PER_CLASS))  # BACKGROUND_Google (99) left out
+    for c in range(len(CLASSES)):
+        assert sum(k // PER_CLASS == c for k in trainval) == cfg.caltech_train_per_class
+    assert len(got["val"]) == round(cfg.val_fraction * len(trainval))
 
 
 def test_caltech_takes_per_class_for_train(tmp_path):

@@ -71,8 +71,28 @@ def test_selection_never_reads_test_data():
 
 
 def test_refit_uses_train_and_validation():
-    train, val, test = _blobs(30, 6), _blobs(30, 7), _blobs(30, 8)
-    grid = (1e-2,)
-    res = linear_transfer({"train": train, "val": val, "test": test}, 3, top1_accuracy, grid, 200, True)
-    head, _ = fit_logistic_regression(torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]), 3, 1e-2, 200)
-    assert res.test_score == top1_accuracy(predict(head, test[0]), test[1])
+    # Train holds classes 0 and 1 only, validation class 2 only, test all three: a head refit on
+    # train + validation scores ~1 on test, one fit on train only never predicts class 2 (<= 2/3)
+    # and one fit on validation only predicts nothing but class 2 (1/3).
+    x, y = _blobs(60, 6)
+    train = (x[y != 2], y[y != 2])
+    val = (x[y == 2], y[y == 2])
+    test = _blobs(30, 8)
+    grid, l2 = (1e-2,), 1e-2
+    seen = []
+
+    def recording_metric(logits, labels):
+        seen.append(logits.clone())
+        return top1_accuracy(logits, labels)
+
+    res = linear_transfer({"train": train, "val": val, "test": test}, 3, recording_metric, grid, 200, True)
+    both, _ = fit_logistic_regression(torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]), 3, l2, 200)
+    train_only, _ = fit_logistic_regression(*train, 3, l2, 200)
+    val_only, _ = fit_logistic_regression(*val, 3, l2, 200)
+    # the last metric call scores the refit head on test: its logits are the train + validation fit's
+    assert torch.allclose(seen[-1], predict(both, test[0]), atol=1e-6)
+    assert res.test_score == top1_accuracy(predict(both, test[0]), test[1])
+    assert res.test_score > 0.9
+    for other in (train_only, val_only):
+        assert top1_accuracy(predict(other, test[0]), test[1]) < 0.7
+        assert not torch.allclose(seen[-1], predict(other, test[0]), atol=1e-3)

@@ -35,9 +35,13 @@ def _argv(ckpt, root, run_dir, *extra):
 
 
 @pytest.mark.slow
-def test_two_dataset_table_end_to_end(trained, tmp_path, capsys):
+def test_two_dataset_table_end_to_end(trained, tmp_path, capsys, monkeypatch):
     out, ckpt, root = trained
     run_dir = tmp_path / "run"
+    from contrastive.evaluation.transfer import run as transfer_run
+
+    loads, load = [], transfer_run._load
+    monkeypatch.setattr(transfer_run, "_load", lambda *a: loads.append(load(*a)) or loads[-1])
     result = linear_eval.main(_argv(ckpt, root, run_dir, "eval.transfer.datasets=[pets,voc2007]",
                                     "eval.transfer.reference=simclic_table2"))
     printed = capsys.readouterr().out
@@ -52,6 +56,11 @@ def test_two_dataset_table_end_to_end(trained, tmp_path, capsys):
     assert rows[0]["source"] == "ours" and len(rows) == 1 + len(saved["reference"]["rows"])
     cache = sorted(p.name for p in (ckpt.parent / "last.eval" / "transfer").glob("*.pt"))
     assert len(cache) == 6 and cache[0].startswith("pets-test-")
+    # linear mode reads frozen features: every weight and buffer is still the checkpoint's
+    saved_weights = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    (loaded, _), = loads
+    for name, value in loaded.model.state_dict().items():
+        assert torch.equal(value.cpu(), saved_weights[name]), name
     again = linear_eval.main(_argv(ckpt, root, tmp_path / "again", "eval.transfer.datasets=[pets]"))
     assert again["rows"][0]["pets"] == row["pets"]  # from the feature cache, same score
 
@@ -101,3 +110,36 @@ def test_selection_never_reads_test():
     flipped = dict(splits, test=(torch.randn(15, 5, dtype=torch.float64), 1 - y[45:]))
     second = linear_transfer(flipped, 2, top1_accuracy, grid, 30, True)
     assert (second.l2, second.val_scores) == (first.l2, first.val_scores)  # test data never moves the choice
+
+
+def _tiny_encoder():
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+
+
+def test_finetuning_changes_a_copy_of_the_encoder_and_leaves_the_checkpoint_alone():
+    from types import SimpleNamespace
+
+    from contrastive.augment.pipelines import EvalTransform
+    from contrastive.evaluation.transfer.finetune import train_and_score
+
+    torch.manual_seed(0)
+    encoder = _tiny_encoder()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    trained = []  # deepcopy keeps forward hooks, so the hook records the fine-tuned copy too
+    encoder.register_forward_hook(lambda module, args, out: trained.append(module))
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8, generator=gen)
+    labels = torch.arange(16) % 2
+    f = SimpleNamespace(momentum=0.9, steps=3, batch_size=8)
+    score = train_and_score(encoder, 4, (images, labels), (images, labels), 2, "top1",
+                            EvalTransform(8, (0.5,) * 3, (0.25,) * 3), 0.1, 0.0, f, torch.device("cpu"), 0)
+    assert 0.0 <= score <= 1.0
+    copy = trained[-1]
+    assert copy is not encoder
+    for name, value in encoder.state_dict().items():  # each grid point starts from the checkpoint's weights
+        assert torch.equal(value, before[name]), name
+    changed = [name for name, value in copy.state_dict().items()
+               if value.is_floating_point() and not torch.equal(value, before[name])]
+    # every weight of the encoder (convolution, BatchNorm scale and shift, running statistics) moved
+    assert set(changed) == {k for k, v in before.items() if v.is_floating_point()}, changed
