@@ -20,6 +20,7 @@ STATE = {
     "swav": ("prototypes.",),
     "deepclusterv2": ("memory.", "centroids", "assignments"),
     "pclv2": ("momentum.", "queue.", "assignments"),
+    "nnclr": ("support.",),
 }
 
 
