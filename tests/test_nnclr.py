@@ -56,7 +56,7 @@ def test_training_losses_is_the_papers_symmetric_loss_with_neighbours_from_the_s
     t = float(model.cfg.method.temperature)
     expected = 0.5 * (_direction_written_out(nn[0], p[1], t) + _direction_written_out(nn[1], p[0], t))
     assert loss.item() == pytest.approx(expected, rel=1e-4)
-    # The positive is the neighbour, not the view itself: with an empty-ish support set of one vector the loss changes.
+    # The positive is the neighbour, not the view itself: another support set gives another loss.
     model.support.keys = model.support.keys[:8].clone()
     assert model.training_losses(views, labels, torch.arange(8))["loss"].item() != pytest.approx(loss.item(), rel=1e-3)
 
@@ -85,7 +85,7 @@ def test_the_support_set_takes_the_first_views_projections_after_the_step_and_wr
 
 
 def test_the_lookup_and_the_loss_never_wait_on_the_device(monkeypatch):
-    """No .item() / .tolist() / .cpu() / bool() of a tensor in a training step (each a host sync on a GPU)."""
+    """No .item() / .tolist() / .cpu() / bool() / float() / int() of a tensor in a training step (each a host sync on a GPU)."""
     model = _model()
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     views, labels = model.make_views(images, torch.zeros(8, dtype=torch.long))
@@ -93,7 +93,7 @@ def test_the_lookup_and_the_loss_never_wait_on_the_device(monkeypatch):
     def sync(*args, **kwargs):
         raise AssertionError("host sync")
 
-    for name in ("item", "tolist", "cpu", "__bool__", "nonzero"):
+    for name in ("item", "tolist", "cpu", "__bool__", "__float__", "__int__", "nonzero"):
         monkeypatch.setattr(torch.Tensor, name, sync)
     model.training_losses(views, labels, torch.arange(8))["loss"].backward()
     model.on_train_batch_end(None, None, 0)
