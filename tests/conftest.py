@@ -77,6 +77,9 @@ SMALL_HEADS = {
     "pclv2": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.queue_size=64",
               "method.num_prototypes=[4,8]", "method.num_negative_prototypes=2", "method.warmup_epochs=0"],
     "pcl": ["method.projection.output_dim=16", "method.queue_size=64", "method.num_prototypes=[4,8]", "method.num_negative_prototypes=2", "method.warmup_epochs=0"],
+    "supcon": ["method.projection.hidden_dim=32", "method.projection.output_dim=16"],
+    "nnclr": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.predictor.hidden_dim=32",
+              "method.support_size=64"],
 }
 
 

@@ -21,6 +21,7 @@ STATE = {
     "deepclusterv2": ("memory.", "centroids", "assignments"),
     "pclv2": ("momentum.", "queue.", "assignments"),
     "pcl": ("momentum.", "queue.", "assignments"),
+    "nnclr": ("support.",),
 }
 
 
