@@ -89,3 +89,65 @@ def test_pausing_and_the_methods_are_restored():
         x.sum().item()
     assert counter.total == 1 and torch.Tensor.cpu is cpu
     assert "test_host_syncs.py" in counter.summary() and "1 host syncs {'scalar': 1}" in counter.summary()
+
+
+def test_adams_host_step_count_is_not_a_sync_but_an_item_in_a_step_is():
+    w = torch.nn.Parameter(torch.ones(3))
+    adam = torch.optim.AdamW([w], lr=0.1, foreach=False)
+    for _ in range(2):
+        w.grad = torch.ones(3)
+        with HostSyncCounter() as counter:
+            adam.step()
+        assert counter.total == 0, counter.summary()
+    with HostSyncCounter() as counter:
+        float(w.sum())
+    assert counter.total == 1
+
+
+# ---------------------------------------------------------------- pieces made sync-free
+def test_the_epochs_permutation_stays_on_the_images_device_and_a_batch_is_a_slice_of_it():
+    from contrastive.data.base import ImageArray, IndexedBatches, RandomBatchSampler
+
+    as_lists = list(RandomBatchSampler(20, 4, seed=3))
+    on_device = list(RandomBatchSampler(20, 4, seed=3, device="cpu"))
+    assert [b.tolist() for b in on_device] == as_lists  # the same batches
+    assert all(b.device.type == "meta" for b in RandomBatchSampler(20, 4, seed=3, device="meta"))  # never on the host
+    images = ImageArray(torch.zeros(20, 3, 2, 2, dtype=torch.uint8), torch.arange(20))
+    batch = on_device[0]
+    with HostSyncCounter() as counter:
+        _, labels, indices = IndexedBatches(images)[batch]
+    assert indices is batch and torch.equal(labels, batch) and counter.total == 0  # used as it is: no copy
+
+
+def test_the_data_module_gives_the_sampler_the_images_device():
+    from contrastive.data.base import DatasetSplits, ImageArray
+    from contrastive.data.module import ArrayDataModule
+
+    array = ImageArray(torch.zeros(8, 3, 2, 2, dtype=torch.uint8), torch.arange(8))
+    loader = ArrayDataModule(DatasetSplits(array, array, array, ["a"], (0.5,) * 3, (0.5,) * 3), 4).train_dataloader()
+    assert loader.sampler.sampler.device == torch.device("cpu")
+    assert isinstance(next(iter(loader))[2], torch.Tensor)
+
+
+def test_the_key_queue_moves_with_the_model_and_keeps_its_pointer_on_the_host():
+    from contrastive.memory.queue import KeyQueue
+
+    queue = KeyQueue(8, 4)
+    torch.nn.Sequential(queue).to("meta")
+    assert queue.keys.device.type == "meta" and queue.keys.dtype == torch.float32
+    queue = KeyQueue(8, 4)
+    with HostSyncCounter() as counter:
+        queue.enqueue(torch.ones(4, 4))
+    assert counter.total == 0 and int(queue.pointer) == 4 and queue.state_dict()["pointer"] == 4
+
+
+def test_the_progress_bar_reads_the_loss_at_its_refresh_and_no_step_logs_to_it(tmp_path):
+    from types import SimpleNamespace
+
+    from contrastive.config.compose import load_config
+    from contrastive.engine.trainer import LossProgressBar, build_trainer
+
+    stub = SimpleNamespace(loggers=[], progress_bar_metrics={}, callback_metrics={"train_loss_step": torch.tensor(1.23456)})
+    assert LossProgressBar().get_metrics(stub, None) == {"train_loss": "1.235"}
+    cfg = load_config(["trainer.progress_bar=true", f"output_dir={tmp_path}"])
+    assert any(isinstance(c, LossProgressBar) for c in build_trainer(cfg, tmp_path).callbacks)

@@ -27,7 +27,8 @@ What a CPU run cannot see: ``.to("cpu")`` of a CPU tensor (a no-op dispatching n
 indistinguishable from ``x.to(y.device)``), a tensor built from Python data (``torch.tensor``,
 ``torch.as_tensor`` of a list) that on a GPU run would be built on the device, and a device
 sync that happens outside PyTorch's operators (``torch.cuda.synchronize``, CUDA events).
-``masked_scatter`` is not counted: its CUDA kernel checks sizes on the device, without a sync.
+``masked_scatter`` is not counted: its CUDA kernel checks sizes on the device, without a sync. Nor
+is ``.item()`` of a CPU tensor inside ``torch.optim`` (Adam's step count: a host tensor on a GPU too).
 
 Example:
     >>> counter = HostSyncCounter()
@@ -59,6 +60,7 @@ _COPY_OPS = {aten._to_copy.default, aten.copy_.default}
 #: Tensor methods that dispatch nothing for a CPU tensor (counted where they are called).
 _HOST_METHODS = ("cpu", "tolist", "numpy")
 _TORCH_DIR = str(Path(torch.__file__).parent)
+_TORCH_OPTIM = str(Path(torch.__file__).parent / "optim")
 _THIS_FILE = str(Path(__file__))
 
 
@@ -92,6 +94,16 @@ def sync_kind(func: Any, args: tuple, kwargs: Dict[str, Any]) -> str | None:
     return None
 
 
+def _in_torch_optim() -> bool:
+    """Whether the innermost code outside this module and torch's internals is a ``torch.optim`` optimizer."""
+    for frame in reversed(traceback.extract_stack()):
+        if frame.filename.startswith(_TORCH_OPTIM):
+            return True
+        if frame.filename != _THIS_FILE and not frame.filename.startswith(_TORCH_DIR):
+            return False
+    return False
+
+
 def _caller() -> str:
     """``file:line`` of the innermost frame outside torch and this module: where the value was asked for."""
     for frame in reversed(traceback.extract_stack()):
@@ -107,7 +119,8 @@ class HostSyncCounter(TorchDispatchMode):
     can count only parts of a run (e.g. the steps between logging intervals).
 
     Attributes:
-        active: Whether syncs are counted now (``True`` on entering).
+        active: Whether syncs are counted now while the mode is entered (``True`` unless set).
+        entered: Whether the mode is entered now (it can be entered again and again, counting on).
         kinds: Syncs by kind (``scalar``, ``shape``, ``copy``, ``host``).
         where: Syncs by ``"file:line (op)"`` of the code that asked for them.
         stacks: With ``keep_stacks=True``, the Python stack of the first sync at each place.
@@ -116,6 +129,7 @@ class HostSyncCounter(TorchDispatchMode):
     def __init__(self, keep_stacks: bool = False) -> None:
         super().__init__()
         self.active = True
+        self.entered = False
         self.stacks: Dict[str, str] = {} if keep_stacks else None  # type: ignore[assignment]
         self.kinds: Counter = Counter()
         self.where: Counter = Counter()
@@ -137,6 +151,8 @@ class HostSyncCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         kind = sync_kind(func, args, kwargs)
+        if kind == "scalar" and args[0].device.type == "cpu" and _in_torch_optim():
+            kind = None  # torch's optimizers keep step counts on the host on every device: no sync there
         if kind is not None:
             self.record(kind, str(func.overloadpacket.__name__))
         return func(*args, **kwargs)
@@ -151,12 +167,14 @@ class HostSyncCounter(TorchDispatchMode):
         return counted
 
     def __enter__(self):
+        self.entered = True
         for name in _HOST_METHODS:
             self._originals[name] = getattr(torch.Tensor, name)
             setattr(torch.Tensor, name, self._wrap(name))
         return super().__enter__()
 
     def __exit__(self, *exc):
+        self.entered = False
         try:
             return super().__exit__(*exc)
         finally:

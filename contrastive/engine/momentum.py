@@ -5,7 +5,7 @@ The momentum API is ready: :func:`cosine_momentum`, :class:`MomentumCopy`, :clas
 A method with a momentum teacher subclasses :class:`MomentumMethod`, builds its online
 modules in ``__init__`` and then calls ``self.init_momentum(*online_modules)``; the base class
 keeps the frozen copy (``self.momentum``), leaves it out of the optimizer, updates it once per
-optimizer step and logs the momentum ``tau`` as ``train/momentum``. Its settings are
+optimizer step and logs the momentum ``tau`` as ``train/momentum`` (at the logging interval). Its settings are
 ``cfg.method.momentum.{base, final, schedule}`` (defaults in each method's YAML):
 
     constant  ``tau = base`` every step (MoCo v1/v2: 0.999).
@@ -175,4 +175,5 @@ class MomentumMethod(Method):
         self._updated_at_step = self.global_step
         tau = self.current_momentum()
         self.momentum.update(self._online, tau)
-        self.log("train/momentum", tau, on_step=True, on_epoch=False, batch_size=1, sync_dist=False)
+        if self.at_logging_step():  # a Python number: copied to the device when logged
+            self.log("train/momentum", tau, on_step=True, on_epoch=False, batch_size=1, sync_dist=False)
