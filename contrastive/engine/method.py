@@ -195,19 +195,11 @@ class Method(pl.LightningModule):
             self.log("skipped_steps", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
             return None
         batch_size = len(indices)
-        # Tensors, no prog_bar: Lightning turns a progress-bar value into a float every step (a host sync); the bar reads
-        # the loss at its refresh instead (contrastive/engine/trainer.py LossProgressBar).
+        # No prog_bar: Lightning would read it to the host every step (engine/trainer.py LossProgressBar reads it at refresh).
         for name, value in losses.items():
             key = "train_loss" if name == "loss" else f"train/{name}"
             self.log(key, value.detach(), on_step=True, on_epoch=True, batch_size=batch_size, sync_dist=False)
         return {"loss": loss, TERMS_KEY: {k: v.detach() for k, v in losses.items()}}
-
-    def at_logging_step(self) -> bool:
-        """Whether the loggers write this training step's values (every ``trainer.log_every_n_steps``, and
-        the last): log Python numbers only then, since Lightning copies each one to the device, which
-        on a GPU waits for it."""
-        trainer = self._trainer
-        return trainer is not None and bool(trainer._logger_connector.should_update_logs)
 
     def configure_callbacks(self) -> List[pl.Callback]:
         """``trainer.on_nonfinite=error``: the guard as a callback (no sync per step; checked at the

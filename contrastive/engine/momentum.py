@@ -47,6 +47,12 @@ def cosine_momentum(step: int, total_steps: int, base: float, final: float = 1.0
     return final - (final - base) * (math.cos(math.pi * k / total) + 1.0) / 2.0
 
 
+def at_logging_step(trainer) -> bool:
+    """Whether the loggers write this training step's values (every ``trainer.log_every_n_steps``, and the
+    last): log Python numbers only then, since Lightning copies each one to the device (on a GPU: a wait)."""
+    return trainer is not None and bool(trainer._logger_connector.should_update_logs)
+
+
 class MomentumCopy(nn.Module):
     """A frozen exponential-moving-average copy of some modules.
 
@@ -175,5 +181,5 @@ class MomentumMethod(Method):
         self._updated_at_step = self.global_step
         tau = self.current_momentum()
         self.momentum.update(self._online, tau)
-        if self.at_logging_step():  # a Python number: copied to the device when logged
+        if at_logging_step(self._trainer):  # a Python number: copied to the device when logged
             self.log("train/momentum", tau, on_step=True, on_epoch=False, batch_size=1, sync_dist=False)
