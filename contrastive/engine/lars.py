@@ -66,9 +66,10 @@ class LARS(torch.optim.Optimizer):
         p_norm = torch.stack(torch._foreach_norm(params))  # [P]
         g_norm = torch.stack(torch._foreach_norm(grads))  # [P]
         trust = p_norm / (g_norm + p_norm * wd + group["eps"]) * group["trust_coefficient"]  # [P], lightly's order
-        adapt = (p_norm != 0) & (g_norm != 0)  # [P]
-        rate = self.local_rate(trust, group)
-        return [torch.where(a, g.add(p, alpha=wd).mul_(r), g) for p, g, a, r in zip(params, grads, adapt.unbind(), rate.unbind())]
+        adapt = (p_norm != 0) & (g_norm != 0)  # [P]; where not, d = g: decay 0 and rate 1
+        rate = torch.where(adapt, self.local_rate(trust, group), 1.0)  # [P]
+        decay = adapt.to(trust.dtype) * wd  # [P]
+        return [torch.addcmul(g, p, w).mul_(r) for p, g, w, r in zip(params, grads, decay.unbind(), rate.unbind())]
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:  # type: ignore[override]
