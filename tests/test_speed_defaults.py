@@ -178,7 +178,8 @@ def _count_steps(trainer, counter: HostSyncCounter, monkeypatch) -> dict:
     return steps
 
 
-@pytest.mark.parametrize("name", sorted(METHODS.names()))
+#: The counter slows every operation (a Python call each): SimCLR runs in the quick suite, every method in the full one.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n == "simclr" else pytest.mark.slow) for n in sorted(METHODS.names())])
 def test_training_step_makes_no_host_sync_between_logging_intervals(name, tmp_path, monkeypatch):
     """4 steps of every registered method (data, augmentation, step, optimizer, hooks); steps 2-4 counted."""
     from pytorch_lightning.loggers import CSVLogger
@@ -205,6 +206,7 @@ def test_training_step_makes_no_host_sync_between_logging_intervals(name, tmp_pa
     assert counter.total == KNOWN_SYNCS.get(name, 0) * steps["counted"], counter.summary()
 
 
+@pytest.mark.slow
 def test_the_step_counter_sees_a_sync_in_a_hook(tmp_path, monkeypatch):
     """The harness above can fail: a `float()` in the batch-end hook is counted once per counted step."""
     from contrastive.engine.method import Method
