@@ -31,12 +31,11 @@ from __future__ import annotations
 from typing import Dict, List
 
 import torch
-from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
 
 from contrastive.core.errors import ConfigError
-from contrastive.losses.pairwise import margin_triplet, nt_logistic, nt_xent, view_similarities
+from contrastive.losses.pairwise import margin_triplet, nt_logistic, nt_xent, nt_xent_views, view_similarities
 from contrastive.engine.method import DataInfo, Method, check_batch_size
 from contrastive.core.registry import METHODS
 
@@ -55,7 +54,7 @@ def projection_head(input_dim: int, hidden_dim: int, output_dim: int, num_layers
 
 @METHODS.register("simclr")
 class SimCLR(Method):
-    """SimCLR with lightly's projection head and NT-Xent loss, plus the paper's ablations."""
+    """SimCLR with lightly's projection head and NT-Xent loss (without host syncs), plus the paper's ablations."""
 
     def __init__(self, cfg, data: DataInfo) -> None:
         super().__init__(cfg, data)
@@ -63,8 +62,6 @@ class SimCLR(Method):
         p = m.projection
         self.projection_head = self.make_projection_head(self.backbone.feature_dim, int(p.hidden_dim), int(p.output_dim),
                                                          int(p.num_layers))
-        # gather_distributed: negatives come from every process's batch, as in the paper.
-        self.criterion = NTXentLoss(temperature=float(m.temperature), gather_distributed=bool(m.gather_distributed))
 
     @classmethod
     def validate_config(cls, cfg, data: DataInfo) -> None:
@@ -97,7 +94,9 @@ class SimCLR(Method):
         """``method.loss`` on the two views' projections ``[B, d]``."""
         m = self.cfg.method
         if m.loss == "nt_xent" and m.normalize:
-            return self.criterion(z0, z1)  # lightly's NT-Xent (equal to losses.nt_xent, tested)
+            # lightly's NT-Xent without a host sync (equal to it and to losses.nt_xent, tested); gather_distributed:
+            # negatives come from every process's batch, as in the paper.
+            return nt_xent_views(z0, z1, float(m.temperature), bool(m.gather_distributed))
         pos, neg = view_similarities(z0.float(), z1.float(), bool(m.normalize), bool(m.gather_distributed))
         if m.loss == "nt_xent":
             return nt_xent(pos, neg, float(m.temperature))

@@ -51,7 +51,6 @@ from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
-from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from omegaconf import ListConfig
 from torch import nn
@@ -63,6 +62,7 @@ from contrastive.clustering.kmeans import align_labels, cluster_stats, kmeans
 from contrastive.clustering.prototype_pairs import prototype_pairs
 from contrastive.metrics.pair_similarity import tp_fn_similarity
 from contrastive.losses.classification import symmetric_cross_entropy
+from contrastive.losses.pairwise import nt_xent_views
 from contrastive.engine.embedding import embed_split
 from contrastive.engine.method import DataInfo, Method, check_batch_size
 from contrastive.core.registry import METHODS
@@ -93,7 +93,6 @@ class SPCL(EpochStateMixin, Method):
         if self.weights["contrastive"] > 0:
             p = m.projection
             self.projection_head = SimCLRProjectionHead(feat, int(p.hidden_dim), int(p.output_dim), int(p.num_layers))
-            self.criterion = NTXentLoss(temperature=float(m.temperature), gather_distributed=bool(m.gather_distributed))
         if self.weights["metric"] > 0:
             hidden = int(m.metric_hidden_dim)
             self.metric_head = nn.Sequential(nn.Linear(feat, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
@@ -249,7 +248,8 @@ class SPCL(EpochStateMixin, Method):
         computed as the sum-reduce across all samples" (the ``2B`` per-view terms summed, i.e.
         lightly's mean times ``2B``); ``mean`` is lightly's (and the authors' code's
         ``F.cross_entropy`` in ``model/losses.py`` of github.com/stoneMo/SPCL)."""
-        loss = self.criterion(z0, z1)  # mean over the 2B local views
+        m = self.cfg.method
+        loss = nt_xent_views(z0, z1, float(m.temperature), bool(m.gather_distributed))  # lightly's NT-Xent: mean over the 2B local views
         return loss * (2 * z0.shape[0]) if self.cfg.method.contrastive_reduction == "sum" else loss
 
     def metric_loss(self, h0: torch.Tensor, h1: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:

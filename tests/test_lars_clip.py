@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from lightly.utils.lars import LARS
 from omegaconf import OmegaConf
 from torch import nn
 
 from contrastive.core.errors import ConfigError
+from contrastive.engine.lars import LARS
 from contrastive.engine.lars_clip import ClippedLARS
 from contrastive.engine.optim import build_optimizer, validate_optim_config
 

@@ -14,7 +14,7 @@ from torch import nn
 from contrastive.config.compose import load_config
 from contrastive.data import ImageArray
 from contrastive.core.errors import ConfigError
-from contrastive.losses.pairwise import margin_triplet, nt_logistic, nt_xent, view_similarities
+from contrastive.losses.pairwise import margin_triplet, nt_logistic, nt_xent, nt_xent_views, view_similarities
 from contrastive.engine.method import DataInfo
 from tests.conftest import FAST
 
@@ -68,6 +68,25 @@ def test_nt_xent_against_its_formula_and_lightly(normalize):
     assert torch.allclose(nt_xent(pos, neg, t, "sum"), torch.stack(terms).sum(), atol=1e-3)
     if normalize:
         assert torch.allclose(nt_xent(pos, neg, t), NTXentLoss(t)(z0, z1), atol=1e-5)
+
+
+@pytest.mark.parametrize("t", [0.5, 0.1])
+def test_nt_xent_views_gives_lightlys_values_and_gradients_and_the_formula(t):
+    """Masking a view's similarity to itself (no boolean indexing) instead of removing it changes nothing."""
+    z0, z1 = _inputs()
+    ours = [z.clone().requires_grad_() for z in (z0, z1)]
+    theirs = [z.clone().requires_grad_() for z in (z0, z1)]
+    loss = nt_xent_views(*ours, t)
+    reference = NTXentLoss(t)(*theirs)
+    loss.backward()
+    reference.backward()
+    torch.testing.assert_close(loss, reference, rtol=1e-6, atol=1e-6)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7)
+    terms = [-(u @ v_pos) / t + torch.log(torch.exp(u @ v_pos / t) + sum(torch.exp(u @ v / t) for v in negs))
+             for u, v_pos, negs in _pairs(z0, z1, True)]
+    torch.testing.assert_close(loss.detach(), torch.stack(terms).mean(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(nt_xent_views(z0, z1, t, reduction="sum"), torch.stack(terms).sum(), rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("semi_hard", [False, True])

@@ -81,7 +81,8 @@ class DatasetSplits:
 
 
 class IndexedBatches(Dataset):
-    """Map-style dataset whose items are whole batches: ``ds[[i, j, ...]]``.
+    """Map-style dataset whose items are whole batches: ``ds[[i, j, ...]]`` or ``ds[index tensor]``
+    (an index tensor on the images' device is used as it is: no copy).
 
     Used with ``DataLoader(batch_size=None, sampler=<a batch sampler>)`` so that one
     batch costs one tensor gather. Yields ``(images uint8 [B,3,H,W], labels [B],
@@ -95,7 +96,7 @@ class IndexedBatches(Dataset):
     def __len__(self) -> int:
         return len(self.array)
 
-    def __getitem__(self, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, indices: Sequence[int] | torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long, device=self.array.images.device)
         return self.array.images[idx], self.array.labels[idx], idx
 
@@ -116,6 +117,10 @@ class RandomBatchSampler:
         shuffle: Shuffle (training) or keep order (evaluation).
         drop_last: Drop the incomplete last global batch (training; keeps BN and the
             contrastive loss on full batches).
+        device: ``None``: batches are lists of ints. A device: the epoch's permutation is
+            moved there once per epoch and batches are int64 slices of it, so that a batch
+            of images held on the GPU is gathered without a host-to-device copy (which
+            waits for the device) every step.
     """
 
     def __init__(
@@ -127,12 +132,14 @@ class RandomBatchSampler:
         world_size: int = 1,
         shuffle: bool = True,
         drop_last: bool = True,
+        device: Optional[torch.device | str] = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.num_samples, self.batch_size = num_samples, batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.shuffle, self.drop_last = shuffle, drop_last
+        self.device = None if device is None else torch.device(device)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -154,14 +161,14 @@ class RandomBatchSampler:
     def __len__(self) -> int:
         return self._global_batches()
 
-    def __iter__(self) -> Iterator[List[int]]:
-        order = self._order()
+    def __iter__(self) -> Iterator[List[int] | torch.Tensor]:
+        order = self._order() if self.device is None else self._order().to(self.device)
         global_batch = self.batch_size * self.world_size
         for b in range(self._global_batches()):
             chunk = order[b * global_batch : (b + 1) * global_batch]
             local = chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
             if len(local):
-                yield local.tolist()
+                yield local.tolist() if self.device is None else local
 
 
 def shard_indices(num_samples: int, rank: int, world_size: int) -> torch.Tensor:

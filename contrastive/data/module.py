@@ -90,8 +90,9 @@ class ArrayDataModule(pl.LightningDataModule):
 
             sampler = ShardShuffleBatchSampler(images.shard_sizes, self.batch_size, self.seed, rank, world,
                                                images.shuffle_window)
-        else:
-            sampler = RandomBatchSampler(n, self.batch_size, self.seed, rank, world)
+        else:  # in memory: the permutation on the images' device, a batch is a slice of it (no copy per step)
+            device = None if self.splits.train.streamed else images.device
+            sampler = RandomBatchSampler(n, self.batch_size, self.seed, rank, world, device=device)
         progress = lambda: trainer_progress(self.trainer)  # noqa: E731
         if self.splits.train.streamed:
             return self._stream_train_loader(sampler, progress)

@@ -13,23 +13,22 @@ that is, the layer's effective rate is ``min(eta * ratio, lr)`` where lightly's 
 uses ``lr * eta * ratio``: below the cap the two differ by the factor ``lr``, so a
 ``trust_coefficient`` tuned for one mode does not carry over (solo-learn's clipped CIFAR
 recipes use 0.02, the unclipped default here is 0.001). Everything else is
-lightly's :class:`lightly.utils.lars.LARS`: groups with ``weight_decay`` 0 (biases and
+lightly's LARS (:class:`contrastive.engine.lars.LARS`, the same update without host syncs): groups with ``weight_decay`` 0 (biases and
 normalisation parameters when ``exclude_bias_and_norm``) get no adaptation and no decay,
 and a layer whose weights or gradient are all zero takes the plain SGD step.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
-
 import torch
-from lightly.utils.lars import LARS
+
+from contrastive.engine.lars import LARS
 
 
 class ClippedLARS(LARS):
-    """lightly's LARS whose trust ratio, relative to the group lr, is capped at 1 (LARC clipping).
+    """LARS whose trust ratio, relative to the group lr, is capped at 1 (LARC clipping).
 
-    Takes the same arguments as :class:`lightly.utils.lars.LARS` (``trust_coefficient``
+    Takes the same arguments as :class:`~contrastive.engine.lars.LARS` (lightly's; ``trust_coefficient``
     is LARC's/solo-learn's ``eta``). The clip is what sets this class apart, so it holds
     no extra key in the parameter groups and its state dict is lightly's.
 
@@ -39,43 +38,7 @@ class ClippedLARS(LARS):
         ...                   momentum=0.9, trust_coefficient=0.02)
     """
 
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:  # type: ignore[override]
-        """One optimisation step with the clipped layer-wise rate.
-
-        Args:
-            closure: Optional closure that re-evaluates the model and returns the loss.
-
-        Returns:
-            The closure's loss, or ``None`` without a closure.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    self._update(p, group)
-        return loss
-
-    def _update(self, p: torch.Tensor, group: dict) -> None:
-        """Apply one step to parameter ``p`` of ``group`` (no grad mode)."""
-        wd, lr, momentum = group["weight_decay"], group["lr"], group["momentum"]
-        d_p = p.grad
-        if wd != 0:
-            p_norm, g_norm = torch.norm(p), torch.norm(p.grad)
-            if p_norm != 0 and g_norm != 0:
-                trust = group["trust_coefficient"] * p_norm / (g_norm + wd * p_norm + group["eps"])
-                # LARC clip: relative to the group lr, capped at 1 (lr 0 gives inf -> 1, a zero step).
-                local = torch.clamp(trust / lr, max=1.0) if lr > 0 else torch.ones_like(trust)
-                d_p = d_p.add(p, alpha=wd).mul_(local)
-        if momentum != 0:
-            state = self.state[p]
-            if "momentum_buffer" not in state:
-                buf = state["momentum_buffer"] = torch.clone(d_p).detach()
-            else:
-                buf = state["momentum_buffer"]
-                buf.mul_(momentum).add_(d_p, alpha=1 - group["dampening"])
-            d_p = d_p.add(buf, alpha=momentum) if group["nesterov"] else buf
-        p.add_(d_p, alpha=-lr)
+    def local_rate(self, trust: torch.Tensor, group: dict) -> torch.Tensor:
+        """LARC clip: ``min(trust / lr, 1)``, relative to the group lr (lr 0 gives inf -> 1, a zero step)."""
+        lr = group["lr"]
+        return torch.clamp(trust / lr, max=1.0) if lr > 0 else torch.ones_like(trust)

@@ -195,9 +195,10 @@ class Method(pl.LightningModule):
             self.log("skipped_steps", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
             return None
         batch_size = len(indices)
+        # No prog_bar: Lightning would read it to the host every step (engine/trainer.py LossProgressBar reads it at refresh).
         for name, value in losses.items():
             key = "train_loss" if name == "loss" else f"train/{name}"
-            self.log(key, value.detach(), prog_bar=name == "loss", on_step=True, on_epoch=True, batch_size=batch_size, sync_dist=False)
+            self.log(key, value.detach(), on_step=True, on_epoch=True, batch_size=batch_size, sync_dist=False)
         return {"loss": loss, TERMS_KEY: {k: v.detach() for k, v in losses.items()}}
 
     def configure_callbacks(self) -> List[pl.Callback]:

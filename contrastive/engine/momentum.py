@@ -5,7 +5,7 @@ The momentum API is ready: :func:`cosine_momentum`, :class:`MomentumCopy`, :clas
 A method with a momentum teacher subclasses :class:`MomentumMethod`, builds its online
 modules in ``__init__`` and then calls ``self.init_momentum(*online_modules)``; the base class
 keeps the frozen copy (``self.momentum``), leaves it out of the optimizer, updates it once per
-optimizer step and logs the momentum ``tau`` as ``train/momentum``. Its settings are
+optimizer step and logs the momentum ``tau`` as ``train/momentum`` (at the logging interval). Its settings are
 ``cfg.method.momentum.{base, final, schedule}`` (defaults in each method's YAML):
 
     constant  ``tau = base`` every step (MoCo v1/v2: 0.999).
@@ -45,6 +45,12 @@ def cosine_momentum(step: int, total_steps: int, base: float, final: float = 1.0
     total = max(1, int(total_steps))
     k = min(max(int(step), 0), total)
     return final - (final - base) * (math.cos(math.pi * k / total) + 1.0) / 2.0
+
+
+def at_logging_step(trainer) -> bool:
+    """Whether the loggers write this training step's values (every ``trainer.log_every_n_steps``, and the
+    last): log Python numbers only then, since Lightning copies each one to the device (on a GPU: a wait)."""
+    return trainer is not None and bool(trainer._logger_connector.should_update_logs)
 
 
 class MomentumCopy(nn.Module):
@@ -175,4 +181,5 @@ class MomentumMethod(Method):
         self._updated_at_step = self.global_step
         tau = self.current_momentum()
         self.momentum.update(self._online, tau)
-        self.log("train/momentum", tau, on_step=True, on_epoch=False, batch_size=1, sync_dist=False)
+        if at_logging_step(self._trainer):  # a Python number: copied to the device when logged
+            self.log("train/momentum", tau, on_step=True, on_epoch=False, batch_size=1, sync_dist=False)

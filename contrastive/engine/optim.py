@@ -11,10 +11,10 @@ import math
 from typing import Any, Dict, Iterable, List, Sequence
 
 import torch
-from lightly.utils.lars import LARS
 from torch import nn
 
 from contrastive.core.errors import ConfigError
+from contrastive.engine.lars import LARS
 from contrastive.engine.lars_clip import ClippedLARS
 
 log = logging.getLogger("contrastive")
@@ -63,7 +63,7 @@ def build_optimizer(cfg: Any, modules: Sequence[nn.Module], lr: float) -> torch.
         cfg: The ``optimizer`` config (``name``, ``momentum``, ``weight_decay``,
             ``exclude_bias_and_norm``, ``bias_norm_lr_ratio``, ``trust_coefficient``, ``clip_lr``, ``betas``). LARS with
             ``clip_lr`` is :class:`~contrastive.engine.lars_clip.ClippedLARS` (LARC clipping),
-            without it lightly's LARS.
+            without it :class:`~contrastive.engine.lars.LARS` (lightly's update without host syncs).
         modules: Modules whose trainable parameters are optimised.
         lr: The already scaled learning rate.
     """

@@ -103,6 +103,18 @@ def check_trainer_options(cfg: DictConfig) -> None:
                            "enable_model_summary": False})
 
 
+class LossProgressBar(TQDMProgressBar):
+    """The tqdm bar with the step's training loss, read only when the bar refreshes (``prog_bar=True``
+    would make Lightning read it to the host every step: a sync on a GPU)."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get("train_loss_step")
+        if loss is not None:
+            metrics["train_loss"] = f"{float(loss):.4g}"
+        return metrics
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> pl.Trainer:
     """The Lightning trainer of a run: loggers, checkpoints (last + best kNN), progress bar."""
     t = cfg.trainer
@@ -118,7 +130,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> pl.Traine
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="knn_top1", mode="max",
                                          save_on_train_epoch_end=False, enable_version_counter=False))
     if t.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, int(t.log_every_n_steps))))
+        callbacks.append(LossProgressBar(refresh_rate=max(1, int(t.log_every_n_steps))))
     kwargs: Dict[str, Any] = dict(
         check_val_every_n_epoch=int(cfg.knn.every_n_epochs), limit_val_batches=1.0 if cfg.knn.enabled else 0,
         enable_model_summary=False,

@@ -1,5 +1,6 @@
 """Contrastive losses over pairs of views, as pure functions of tensors (no modules, no state):
-the view similarities and SimCLR's Table 2 losses (NT-Xent, NT-Logistic, margin triplet).
+the view similarities and SimCLR's Table 2 losses (NT-Xent, NT-Logistic, margin triplet), and
+NT-Xent of two views in one function without a host sync (:func:`nt_xent_views`).
 
 Methods build their heads themselves and call these; tests check them against
 their formulas on hand-built inputs.
@@ -47,6 +48,41 @@ def view_similarities(z0: Tensor, z1: Tensor, normalize: bool = True, gather: bo
     neg0 = torch.cat([s01[~diag].view(b, -1), s00[~diag].view(b, -1)], 1)  # [B, 2M-2]
     neg1 = torch.cat([s10[~diag].view(b, -1), s11[~diag].view(b, -1)], 1)  # [B, 2M-2]
     return pos, torch.cat([neg0, neg1])
+
+
+def nt_xent_views(z0: Tensor, z1: Tensor, temperature: float, gather: bool = False, reduction: str = "mean") -> Tensor:
+    """NT-Xent of a two-view batch (SimCLR, Chen et al. 2020, Eq. 1): each of the ``2B`` views against its
+    positive and the ``2(M - 1)`` other views, cosine similarity over ``temperature``; mean over the views.
+
+    The values and gradients of lightly's ``NTXentLoss(temperature, gather_distributed=gather)``
+    (tests/test_simclr.py), without its boolean indexing (``logits[~diag_mask]``: a host sync on a
+    GPU): a view's similarity to itself is masked to ``-inf`` (``exp`` of it is 0 in the softmax and its
+    gradient 0) instead of removed.
+
+    Args:
+        z0, z1: ``[B, D]`` outputs for the two views (row ``i`` of both: one image); l2-normalised here.
+        temperature: ``tau``.
+        gather: Negatives from every process's batch (``M`` = the global batch), rows this process's.
+        reduction: ``mean`` (lightly's) or ``sum`` over the ``2B`` views.
+
+    Returns:
+        The scalar loss.
+    """
+    from lightly.utils import dist
+
+    z0, z1 = F.normalize(z0, dim=1), F.normalize(z1, dim=1)
+    b, offset = z0.shape[0], 0
+    z0_all, z1_all = z0, z1
+    if gather and dist.world_size() > 1:
+        z0_all, z1_all = torch.cat(dist.gather(z0), 0), torch.cat(dist.gather(z1), 0)  # [M, D]
+        offset = dist.rank() * b
+    own = torch.arange(b, device=z0.device) + offset  # [B] column of each row's own image
+    itself = own[:, None] == torch.arange(z0_all.shape[0], device=z0.device)  # [B, M]
+    s00 = torch.einsum("nc,mc->nm", z0, z0_all).masked_fill(itself, float("-inf"))  # [B, M]
+    s11 = torch.einsum("nc,mc->nm", z1, z1_all).masked_fill(itself, float("-inf"))
+    s01, s10 = torch.einsum("nc,mc->nm", z0, z1_all), torch.einsum("nc,mc->nm", z1, z0_all)
+    logits = torch.cat([torch.cat([s01, s00], 1), torch.cat([s10, s11], 1)]) / temperature  # [2B, 2M]
+    return F.cross_entropy(logits, own.repeat(2), reduction=reduction)
 
 
 def _reduce(per_anchor: Tensor, reduction: str) -> Tensor:

@@ -60,10 +60,11 @@ class FeatureBank(nn.Module):
 
     def _index(self, indices: torch.Tensor) -> torch.Tensor:
         idx = torch.as_tensor(indices, device=self.features.device).long().flatten()
-        if idx.numel():
-            low, high = torch.stack([idx.min(), idx.max()]).tolist()  # one device sync
-            if low < 0 or high >= self.size:
-                raise IndexError(f"FeatureBank indices must be in [0, {self.size}), got values in [{low}, {high}]")
+        message = f"FeatureBank indices must be in [0, {self.size})"
+        try:  # checked on the device (a GPU reports it when the step runs): no host sync; the CPU checks at once
+            torch._assert_async(((idx >= 0) & (idx < self.size)).all(), message)
+        except RuntimeError:
+            raise IndexError(message) from None
         return idx
 
     @torch.no_grad()

@@ -50,12 +50,22 @@ class KeyQueue(nn.Module):
             raise ConfigError(f"a key queue needs size >= 1 and dim >= 1, got size={size}, dim={dim}")
         init = torch.randn(size, dim, generator=torch.Generator().manual_seed(seed))  # [K, D]
         self.keys = F.normalize(init, dim=1) if normalize else init
-        self.pointer = torch.zeros((), dtype=torch.long)  # the next row to write (saved in checkpoints)
-        self._pointer = 0  # host copy: enqueue never waits on the device
+        self._pointer = 0  # the next row to write, on the host: enqueue never waits on the device
+
+    @property
+    def pointer(self) -> torch.Tensor:
+        """The next row to write (saved in checkpoints as a tensor)."""
+        return torch.tensor(self._pointer)
 
     @property
     def size(self) -> int:
         return int(self.keys.shape[0])
+
+    def _apply(self, fn, recurse: bool = True):
+        """``model.to(device)`` moves the queue too (device only, the keys keep their dtype): the first
+        step reads it where the model is, and later steps never copy it."""
+        self.keys = self.keys.to(fn(torch.empty(0, dtype=self.keys.dtype)).device)
+        return super()._apply(fn, recurse)
 
     def _to(self, device: torch.device) -> None:
         if self.keys.device != device:
@@ -76,7 +86,6 @@ class KeyQueue(nn.Module):
                               "choose a queue size divisible by batch_size x processes")
         self.keys[self._pointer:self._pointer + n] = gathered
         self._pointer = (self._pointer + n) % self.size
-        self.pointer = torch.tensor(self._pointer)
 
     # ---------------------------------------------------------------- checkpointing
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
@@ -96,7 +105,6 @@ class KeyQueue(nn.Module):
             return
         self.keys = keys.detach().to(device=self.keys.device, dtype=self.keys.dtype).clone()
         self._pointer = int(state_dict[prefix + "pointer"])
-        self.pointer = torch.tensor(self._pointer)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.keys.shape[1]}"
