@@ -40,7 +40,7 @@ def test_the_loss_is_eq5_with_a_softmax_per_term_and_the_bank_refreshes_once():
     with torch.no_grad():
         losses = model.training_losses([image, patches], labels, indices)
         f = F.normalize(model.image_head(model.backbone(image)), dim=1)  # f(v_I) [B, d]
-        per_patch = model.patch_head(model.backbone(patches)).reshape(8, 9 * 128)  # 9 patches x 128-d, in shuffled order
+        per_patch = model.patch_head(model.backbone(patches)).reshape(8, 9 * 16)  # 9 patches x 16-d (SMALL_HEADS), in shuffled order
         g = F.normalize(model.jigsaw_head(per_patch), dim=1)  # g(v_I^t) [B, d]
     negatives = draw_negatives(indices, 64, 32, model.draw_generator(torch.device("cpu")))  # [B, 32]
 
@@ -100,4 +100,4 @@ def test_streamed_crops_are_jigsawed_like_fresh_crops():
     model = _model()
     crops = torch.randint(0, 256, (4, 2, 3, 32, 32), dtype=torch.uint8)  # [B, V, 3, S, S]: the workers' two crops
     (image, patches), _ = model.make_views(crops, torch.zeros(4, dtype=torch.long))
-    assert image.shape == (4, 3, 32, 32) and patches.shape == (4 * 9, 3, 8, 8)
+    assert image.shape == (4, 3, 32, 32) and patches.shape == (4 * 9, 3, 4, 4)  # SMALL_HEADS: 4-px patches
