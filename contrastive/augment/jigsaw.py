@@ -5,8 +5,14 @@ cell of a 3 x 3 grid over the crop, each patch a random crop inside its own cell
 go through the network in a random order. The authors' VISSL loader
 (facebookresearch/vissl, ``ImgPilToPatchesAndImage`` in the PIRL config
 ``configs/config/pretrain/pirl/pirl_jigsaw_4node_resnet50.yaml``: ``crop_size_patches: 255``,
-``num_patches: 9``) resizes the crop to 255 pixels, i.e. 85-pixel cells, and cuts a 64-pixel patch
-at a random place inside each cell.
+``num_patches: 9``; ``vissl/data/ssl_transforms/img_patches_tensor.py``, ``patch_jitter=21``) resizes the
+crop to 255 pixels, i.e. 85-pixel cells, and cuts a 64-pixel patch at a random place inside each cell.
+
+Where this differs from VISSL (our choices, so the jigsaw is one batch-wise pass on the device over the
+method's second view): the crop is the method's own augmented view (its crop scale range, not VISSL's
+separate ``crop_scale_patches (0.6, 1.0)``), its colour augmentation is drawn once per crop (VISSL jitters
+each patch), and a patch may sit at any of the ``cell - patch + 1`` positions (VISSL's ``randint(0, 21)``
+leaves out the last one).
 
 What must divide what: the crop (``crop_size`` pixels square) is cut into ``grid x grid`` equal cells,
 so ``grid`` must divide ``crop_size``; each patch (``patch_size`` pixels square) lies inside its cell,
