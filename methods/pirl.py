@@ -113,6 +113,12 @@ class PIRL(Method):
         features = embed_split(self, images, self.augment, self.project, int(self.cfg.method.embed_batch_size))  # [N, d]
         self.bank.update(torch.arange(len(images), device=self.device), features.to(self.device))
 
+    def bank_on(self, device: torch.device) -> torch.Tensor:
+        """The bank's ``[N, d]`` features on ``device`` (moved once; FeatureBank follows its inputs the same way)."""
+        if self.bank.features.device != device:
+            self.bank.features, self.bank.filled = self.bank.features.to(device), self.bank.filled.to(device)
+        return self.bank.features
+
     def draw_generator(self, device: torch.device) -> torch.Generator:
         """The negatives' generator, seeded by (seed, step, rank)."""
         rank = self.trainer.global_rank if self._trainer is not None else 0
@@ -124,13 +130,16 @@ class PIRL(Method):
         f = self.project(views[0])  # [B, d]
         g = self.project_jigsaw(views[1])  # [B, d]
         indices = indices.to(f.device)
-        memory, _ = self.bank.lookup(indices)  # [B, d], m_I
+        bank = self.bank_on(f.device)  # [N, d]
+        memory = bank.index_select(0, indices)  # [B, d], m_I
         negatives = draw_negatives(indices, self.bank.size, int(m.num_negatives), self.draw_generator(f.device))  # [B, M]
         # a copy: the backward pass of the scores needs the bank as it was, and the update below writes it in place
-        bank, t, lam = self.bank.features.clone(), float(m.temperature), float(m.jigsaw_weight)
+        bank, t, lam = bank.clone(), float(m.temperature), float(m.jigsaw_weight)
         jigsaw = bank_info_nce(g, memory, bank, negatives, t)
         image = bank_info_nce(f, memory, bank, negatives, t)
         with torch.no_grad():  # m_I <- momentum * m_I + (1 - momentum) * f(v_I), re-normalised
             refreshed = F.normalize(float(m.bank_momentum) * memory + (1.0 - float(m.bank_momentum)) * f.detach(), dim=1)
-        self.bank.update(gather_keys(indices), gather_keys(refreshed))  # under DDP every process writes the global batch
+        # under DDP every process writes the global batch; the rows are the loader's sample indices, so the
+        # write skips FeatureBank.update's bounds check (a host sync per step)
+        self.bank.features.index_copy_(0, gather_keys(indices), gather_keys(refreshed).to(self.bank.features.dtype))
         return {"loss": lam * jigsaw + (1.0 - lam) * image, "jigsaw": jigsaw, "image": image}
