@@ -73,6 +73,7 @@ SMALL_HEADS = {
     "swav": ["method.num_prototypes=8", "method.projection.hidden_dim=32", "method.projection.output_dim=16"],
     "dino": ["method.head.hidden_dim=32", "method.head.bottleneck_dim=16", "method.head.output_dim=64"],
     "insdis": ["method.num_negatives=32"],
+    "pirl": ["method.num_negatives=32", "method.output_dim=16", "method.jigsaw.crop_size=15", "method.jigsaw.patch_size=4"],
     "deepclusterv2": ["method.num_prototypes=[8,8]", "method.projection.hidden_dim=32", "method.projection.output_dim=16"],
     "pclv2": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.queue_size=64",
               "method.num_prototypes=[4,8]", "method.num_negative_prototypes=2", "method.warmup_epochs=0"],

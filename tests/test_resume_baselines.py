@@ -17,6 +17,7 @@ STATE = {
     "mocov3": ("momentum.",),
     "dino": ("momentum.", "criterion."),
     "insdis": ("bank.",),
+    "pirl": ("bank.",),
     "swav": ("prototypes.",),
     "deepclusterv2": ("memory.", "centroids", "assignments"),
     "pclv2": ("momentum.", "queue.", "assignments"),
