@@ -58,18 +58,16 @@ class LARS(torch.optim.Optimizer):
         """The factor of ``g + weight_decay * w`` given the trust ratios ``trust [P]`` of a group's parameters."""
         return trust
 
-    def _directions(self, params: List[torch.Tensor], grads: List[torch.Tensor], group: dict) -> List[torch.Tensor]:
-        """``d`` of every parameter of a group (see the module docstring)."""
+    def _factors(self, params: List[torch.Tensor], grads: List[torch.Tensor], group: dict):
+        """Per-parameter ``(decay, rate)`` with ``d = rate * (g + decay * w)`` (see the module docstring), as
+        device tensors ``[P]``: the norms are one ``_foreach_norm`` each and nothing is read on the host."""
         wd = group["weight_decay"]
-        if wd == 0:
-            return grads
         p_norm = torch.stack(torch._foreach_norm(params))  # [P]
         g_norm = torch.stack(torch._foreach_norm(grads))  # [P]
         trust = p_norm / (g_norm + p_norm * wd + group["eps"]) * group["trust_coefficient"]  # [P], lightly's order
         adapt = (p_norm != 0) & (g_norm != 0)  # [P]; where not, d = g: decay 0 and rate 1
         rate = torch.where(adapt, self.local_rate(trust, group), 1.0)  # [P]
-        decay = adapt.to(trust.dtype) * wd  # [P]
-        return [torch.addcmul(g, p, w).mul_(r) for p, g, w, r in zip(params, grads, decay.unbind(), rate.unbind())]
+        return (adapt.to(trust.dtype) * wd).unbind(), rate.unbind()
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:  # type: ignore[override]
@@ -89,11 +87,19 @@ class LARS(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            directions = self._directions(params, [p.grad for p in params], group)
-            momentum = group["momentum"]
-            if momentum != 0:
-                directions = [self._momentum(p, d, group) for p, d in zip(params, directions)]
-            torch._foreach_add_(params, directions, alpha=-group["lr"])
+            grads = [p.grad for p in params]
+            # Groups with weight decay 0 (biases, norms) take the plain gradient: no trust ratio, no decay.
+            factors = zip(*self._factors(params, grads, group)) if group["weight_decay"] != 0 else None
+            # One parameter at a time, so only one new direction is alive: holding all of them at once (a whole
+            # model's worth of fresh memory every step) made the step ~1.3x slower than lightly's on a CPU.
+            for p, g in zip(params, grads):
+                d = g
+                if factors is not None:
+                    decay, rate = next(factors)
+                    d = torch.addcmul(g, p, decay).mul_(rate)
+                if group["momentum"] != 0:
+                    d = self._momentum(p, d, group)
+                p.add_(d, alpha=-group["lr"])
         return loss
 
     def _momentum(self, p: torch.Tensor, d: torch.Tensor, group: dict) -> torch.Tensor:
