@@ -5,17 +5,22 @@ Two inputs per image: the image view ``v_I`` and a jigsaw of a second crop ``I^t
 one random crop inside each cell of a 3 x 3 grid, in a random order; contrastive/augment/jigsaw.py).
 ``f(v_I)`` is the backbone's pooled features and a linear projection to 128-d; ``g(v_{I^t})`` passes
 each patch through the same backbone and its own linear projection to 128-d, concatenates the nine in
-their random order and projects the concatenation to 128-d (the paper's implementation details; the
-authors' VISSL config ``configs/config/pretrain/pirl/pirl_jigsaw_4node_resnet50.yaml``: head 0 ``mlp
-[2048, 128]``, ``siamese_concat_view`` of 9, ``mlp [1152, 128]``; head 1 ``mlp [2048, 128]``).
+their random order and projects the concatenation to 128-d (Sec. 2.3: "concatenate the patch
+representations in random order and apply a second linear projection"; Supp. A.1: 2048-d res5 features
+per patch, 128-d each, concatenated to 1152-d, one linear layer to 128-d; the authors' VISSL config
+``configs/config/pretrain/pirl/pirl_jigsaw_4node_resnet50.yaml``: head 0 ``mlp [2048, 128]``,
+``siamese_concat_view`` of 9, ``mlp [1152, 128]``; head 1 ``mlp [2048, 128]``).
 
-A memory bank holds ``m_I``, an exponential moving average of ``f(v_I)`` (momentum 0.5, re-normalised,
-as InsDis), and the loss is Eq. 5::
+A memory bank holds ``m_I``, an exponential moving average of ``f(v_I)`` (Sec. 2.3: "use a weight of 0.5
+to compute the exponential moving averages in the memory bank"; re-normalised, as InsDis), and the loss
+is Eq. 5 (Sec. 2.3: "Unless stated otherwise, we use λ = 0.5 in Equation 5")::
 
     L = lambda * L_NCE(m_I, g(v_{I^t})) + (1 - lambda) * L_NCE(m_I, f(v_I)),  lambda = 0.5
 
-each term contrasting against ``N = 32,000`` bank entries drawn per image "uniformly at random from
-dataset D excluding image I", at temperature 0.07. The paper's L_NCE is the binary noise-contrastive
+each term contrasting against ``N`` bank entries (Sec. 3, training details: "using N = 32,000 negative
+samples in Equation 3"; Supp. A: "the negatives are sampled randomly for each data point in the batch"),
+Sec. 2.1's D_N, "drawn uniformly at random from dataset D excluding image I", at Sec. 2.3's temperature
+("we set the temperature in Equation 3 to τ = 0.07"). The paper's L_NCE is the binary noise-contrastive
 estimator (Eq. 3-4); here each term is the softmax over the positive and the drawn negatives (the
 form InsDis in this project and MoCo use; VISSL's ``nce_loss_with_memory`` offers it as
 ``loss_type: cross_entropy``): our choice, because it is exact over the drawn set and needs no

@@ -1,18 +1,21 @@
-"""The jigsaw transformation of PIRL (Misra and van der Maaten 2020, Sec. 3 and 4), batch-wise on the device.
+"""The jigsaw transformation of PIRL (Misra and van der Maaten 2020, Sec. 2.3, Supp. A.1), batch-wise on the device.
 
-PIRL's transformed image ``I^t`` is a jigsaw of a crop: "we extract nine image patches", one per
-cell of a 3 x 3 grid over the crop, each patch a random crop inside its own cell, and the patches
-go through the network in a random order. The authors' VISSL loader
+PIRL's transformed image ``I^t`` is a jigsaw of a crop: Sec. 2.3, "extract nine patches from image I",
+and Supp. A.1, "We resize this crop to 255 × 255, and then divide into a 3 × 3 grid. We extract a patch
+of 64 × 64 from each of these grids"; each patch is a random crop inside its own cell (the place is not
+stated by the paper: VISSL's), and the patches' representations are concatenated "in random order"
+(Sec. 2.3). The authors' VISSL loader
 (facebookresearch/vissl, ``ImgPilToPatchesAndImage`` in the PIRL config
 ``configs/config/pretrain/pirl/pirl_jigsaw_4node_resnet50.yaml``: ``crop_size_patches: 255``,
 ``num_patches: 9``; ``vissl/data/ssl_transforms/img_patches_tensor.py``, ``patch_jitter=21``) resizes the
 crop to 255 pixels, i.e. 85-pixel cells, and cuts a 64-pixel patch at a random place inside each cell.
 
 Where this differs from VISSL (our choices, so the jigsaw is one batch-wise pass on the device over the
-method's second view): the crop is the method's own augmented view (its crop scale range, not VISSL's
-separate ``crop_scale_patches (0.6, 1.0)``), its colour augmentation is drawn once per crop (VISSL jitters
-each patch), and a patch may sit at any of the ``cell - patch + 1`` positions (VISSL's ``randint(0, 21)``
-leaves out the last one).
+method's second view): the crop is the method's own augmented view (its crop scale range, not the separate
+one of Supp. A.1, "a random resized crop that occupies at least 60% of the image", VISSL's
+``crop_scale_patches (0.6, 1.0)``), its colour augmentation is drawn once per crop (Supp. A.1 applies it "to
+each patch independently", as VISSL does), and a patch may sit at any of the ``cell - patch + 1``
+positions (VISSL's ``randint(0, 21)`` leaves out the last one).
 
 What must divide what: the crop (``crop_size`` pixels square) is cut into ``grid x grid`` equal cells,
 so ``grid`` must divide ``crop_size``; each patch (``patch_size`` pixels square) lies inside its cell,

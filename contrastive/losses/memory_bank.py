@@ -14,7 +14,7 @@ Tensor = torch.Tensor
 def draw_negatives(indices: Tensor, size: int, count: int, generator: torch.Generator) -> Tensor:
     """``count`` bank rows per sample, uniformly from the ``size`` rows *excluding the sample's own*.
 
-    PIRL (Sec. 3.1): negatives "drawn uniformly at random from dataset D excluding image I". A
+    PIRL (Sec. 2.1): negatives "drawn uniformly at random from dataset D excluding image I". A
     draw ``r`` from ``0..size-2`` becomes ``r + (r >= i)``: every other row equally likely, row ``i``
     never, so every sample has exactly ``count`` negatives (no masking).
 
