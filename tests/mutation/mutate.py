@@ -47,8 +47,10 @@ def run_pytest(tests: Sequence[str], mutant: str | None) -> Dict[str, object]:
         passed = 0
         if xml.is_file():
             for case in ET.parse(xml).getroot().iter("testcase"):
-                if case.find("failure") is not None or case.find("error") is not None:
-                    failed.append(f"{case.get('classname')}::{case.get('name')}")
+                problem = case.find("failure") if case.find("failure") is not None else case.find("error")
+                if problem is not None:  # the test, and the first line of why it failed
+                    why = (problem.get("message") or "").strip().splitlines()[:1]
+                    failed.append(f"{case.get('classname')}::{case.get('name')}: {''.join(why)[:200]}")
                 elif case.find("skipped") is None:
                     passed += 1
     return {"returncode": proc.returncode, "failed": failed, "passed": passed, "seconds": seconds,
