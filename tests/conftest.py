@@ -1,8 +1,11 @@
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Dict, List
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,3 +105,48 @@ def fit_crashing_at_epoch_1(overrides, monkeypatch) -> None:
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit(prepare_run(load_config(list(overrides))))
     monkeypatch.setattr(Method, "on_train_epoch_start", original)
+
+
+# ---------------------------------------------------------------- what a resumed fit really ran
+# Training is deterministic: a "resumed" run that silently restarts from scratch ends with the
+# straight run's weights and global step. Resume tests therefore also check where the fit started.
+@dataclass
+class FitStart:
+    """Where one ``trainer.fit`` started training, after any checkpoint was restored."""
+
+    epoch: int
+    global_step: int
+    state_dict: Dict[str, torch.Tensor]  # the module's state_dict then (copies, on the CPU)
+
+
+class _RecordFitStart(pl.Callback):
+    def __init__(self, starts: List[FitStart]) -> None:
+        self.starts = starts
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Callbacks' on_train_start runs before the module's (which may fill a memory bank).
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        self.starts.append(FitStart(trainer.current_epoch, trainer.global_step, state))
+
+
+@pytest.fixture
+def fit_starts():
+    """A list that every ``trainer.fit`` of a ``Method`` during the test appends its :class:`FitStart` to
+    (through ``Method.configure_callbacks``; its own patch, so a test's ``monkeypatch.undo()`` keeps it)."""
+    from contrastive.engine.method import Method
+
+    starts: List[FitStart] = []
+    original = Method.configure_callbacks
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Method, "configure_callbacks", lambda self: [*original(self), _RecordFitStart(starts)])
+        yield starts
+
+
+def assert_started_from(start: FitStart, checkpoint) -> None:
+    """``start`` (a resumed fit's) is where ``checkpoint`` (a path or a loaded dict) ends: its global
+    step (not 0) and every entry of its state_dict, so a fit that ignored the checkpoint fails here."""
+    saved = torch.load(checkpoint, weights_only=True) if isinstance(checkpoint, (str, Path)) else checkpoint
+    assert start.global_step == saved["global_step"] > 0, "the resumed fit did not start at the checkpoint's step"
+    assert start.state_dict.keys() == saved["state_dict"].keys()
+    for key, value in saved["state_dict"].items():
+        assert torch.equal(start.state_dict[key], value.cpu()), f"{key} at the resumed fit's start is not the checkpoint's"

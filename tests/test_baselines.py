@@ -179,7 +179,8 @@ def test_queue_under_two_process_ddp_holds_the_global_batch_in_rank_order(tmp_pa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_enqueue_on_rank, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    # fork, not spawn: the processes inherit the test process's code as it is (a mutant of tests/mutation too)
+    mp.start_processes(_enqueue_on_rank, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
     saved = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     expected = torch.cat([torch.ones(2, 2), torch.full((2, 2), 2.0)])  # one write of the global batch of 4
     for s in saved:

@@ -16,6 +16,7 @@ import torch
 import linear_eval
 import train
 from contrastive.backbones.factory import create_backbone
+from tests.conftest import assert_started_from
 
 DATA = Path(__file__).parent / "data"
 
@@ -67,14 +68,16 @@ def test_a_legacy_checkpoint_evaluates(legacy_checkpoint, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_legacy_checkpoint_resumes_where_it_stopped(legacy_checkpoint, tmp_path):
-    config = torch.load(legacy_checkpoint, weights_only=True)["contrastive"]["config"]
+def test_a_legacy_checkpoint_resumes_where_it_stopped(legacy_checkpoint, tmp_path, fit_starts):
+    legacy = torch.load(legacy_checkpoint, weights_only=True)  # the resumed run writes over this file
+    config = legacy["contrastive"]["config"]
     summary = train.main([
         "method=simclr", "backbone=small_cnn", "backbone.kwargs.width=4", f"batch_size={config['batch_size']}",
         f"dataset.num_train={config['dataset']['num_train']}", f"dataset.num_val={config['dataset']['num_val']}",
         "trainer.max_epochs=2", "knn.random_init_baseline=false", "trainer.progress_bar=false",
         f"output_dir={tmp_path}", f"resume={legacy_checkpoint}",
     ])
+    assert_started_from(fit_starts[-1], legacy)  # a fit from scratch would also end at step 8
     resumed = torch.load(summary["last_checkpoint"], weights_only=True)
     assert resumed["epoch"] == 1 and resumed["global_step"] == 8  # one more epoch of 4 steps after the legacy one
     assert summary["epochs"] == 2

@@ -21,7 +21,7 @@ from contrastive.engine.checkpoint import SIGTERM_EXIT_CODE, AtomicCheckpointIO,
 from contrastive.config.compose import load_config
 from contrastive.engine.run import fit, prepare_run
 from contrastive.engine.method import Method, NonFiniteLossError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assert_started_from
 
 STEPS_PER_EPOCH = 10
 BASE = [
@@ -88,7 +88,7 @@ def test_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_sigterm_mid_epoch_saves_and_resume_is_exact(straight, tmp_path, monkeypatch):
+def test_sigterm_mid_epoch_saves_and_resume_is_exact(straight, tmp_path, monkeypatch, fit_starts):
     # SIGTERM arrives during the 3rd batch of epoch 1 (global step 12 of 20).
     def sigterm_at_step_12(self, outputs, batch, batch_idx):
         if self.global_step == STEPS_PER_EPOCH + 2:
@@ -103,6 +103,7 @@ def test_sigterm_mid_epoch_saves_and_resume_is_exact(straight, tmp_path, monkeyp
     assert saved["epoch"] == 1 and saved["global_step"] == STEPS_PER_EPOCH + 2  # mid-epoch, after the step finished
     assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches_done": 2}]
     resumed = _run(tmp_path, "run_name=preempted", "resume=auto")
+    assert_started_from(fit_starts[-1], saved)  # mid-epoch: step 12 (a fit from scratch would end the same)
     _assert_same_training_state(straight["last_checkpoint"], resumed["last_checkpoint"])
     # The resumed half logged the 8 remaining steps of epoch 1 with the losses of the straight run.
     assert _step_losses(resumed["run_dir"])[-8:] == pytest.approx(_step_losses(straight["run_dir"])[-8:], abs=1e-6)
@@ -120,7 +121,7 @@ BEACON = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_auto_matches_uninterrupted_run(straight, tmp_path):
+def test_sigkill_mid_epoch_then_resume_auto_matches_uninterrupted_run(straight, tmp_path, fit_starts):
     """SIGKILL saves nothing: the run restarts from the last epoch boundary (end of epoch 0,
     written atomically) and, with the per-step augmentation seed and per-epoch sampler seed,
     redoes the lost steps exactly."""
@@ -138,9 +139,11 @@ def test_sigkill_mid_epoch_then_resume_auto_matches_uninterrupted_run(straight, 
     finally:
         proc.kill()
     last = next(tmp_path.glob("killed/*/checkpoints/last.ckpt"))
-    assert load_checkpoint(last)["global_step"] == STEPS_PER_EPOCH  # the epoch-0 checkpoint, intact
+    epoch_0 = load_checkpoint(last)
+    assert epoch_0["global_step"] == STEPS_PER_EPOCH  # the epoch-0 checkpoint, intact
     resumed = _run(tmp_path, "run_name=killed", "resume=auto")
     assert Path(resumed["last_checkpoint"]) == last
+    assert_started_from(fit_starts[-1], epoch_0)  # a fit from scratch would end the same
     _assert_same_training_state(straight["last_checkpoint"], last)
 
 

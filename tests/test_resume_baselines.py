@@ -1,13 +1,14 @@
 """The baselines that carry state besides their weights resume exactly: 2 epochs straight equal 1 epoch,
 a crash as epoch 1 starts, and ``resume=auto``, for every weight and every piece of that state (the
 momentum encoder, the MoCo queue, DINO's centre, InsDis' memory bank, SwAV's prototypes, DeepCluster v2's
-memory, centroids and assignments, PCL v2's prototypes)."""
+memory, centroids and assignments, PCL v2's prototypes). The resumed fit must start where the crash
+checkpoint ends (a run that ignored the checkpoint would end with the same numbers: training is deterministic)."""
 
 import pytest
 import torch
 
 from contrastive.config.compose import load_config
-from tests.conftest import FAST, SMALL_HEADS, fit_crashing_at_epoch_1
+from tests.conftest import FAST, SMALL_HEADS, assert_started_from, fit_crashing_at_epoch_1
 
 #: What each method keeps besides the backbone and heads, as state_dict key prefixes (each must be there).
 STATE = {
@@ -28,7 +29,7 @@ STATE = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(STATE))
-def test_a_crash_at_an_epoch_end_resumes_exactly(name, tmp_path, monkeypatch):
+def test_a_crash_at_an_epoch_end_resumes_exactly(name, tmp_path, monkeypatch, fit_starts):
     from contrastive.engine.run import fit, prepare_run
 
     fast = [o for o in FAST if not o.startswith("scheduler.")]  # MoCo v1's step schedule has no warm-up key
@@ -37,8 +38,11 @@ def test_a_crash_at_an_epoch_end_resumes_exactly(name, tmp_path, monkeypatch):
     straight = torch.load(fit(prepare_run(load_config(base + ["run_name=straight"])))["last_checkpoint"],
                           weights_only=True)
     fit_crashing_at_epoch_1(base + ["run_name=resumed"], monkeypatch)
-    resumed = torch.load(fit(prepare_run(load_config(base + ["run_name=resumed", "resume=auto"])))["last_checkpoint"],
-                         weights_only=True)
+    interrupted = prepare_run(load_config(base + ["run_name=resumed", "resume=auto"]))
+    crash = torch.load(interrupted.resume_from, weights_only=True)
+    resumed = torch.load(fit(interrupted)["last_checkpoint"], weights_only=True)
+    assert crash["global_step"] == 4
+    assert_started_from(fit_starts[-1], crash)
     assert resumed["global_step"] == straight["global_step"] == 8
     assert resumed["state_dict"].keys() == straight["state_dict"].keys()
     for prefix in STATE[name]:

@@ -12,7 +12,7 @@ import train
 from contrastive.engine.checkpoint import load_checkpoint
 from contrastive.config.compose import load_config
 from contrastive.core.errors import ContrastiveError
-from tests.conftest import ROOT, fit_crashing_at_epoch_1
+from tests.conftest import ROOT, assert_started_from, fit_crashing_at_epoch_1
 
 
 @pytest.mark.slow
@@ -49,7 +49,7 @@ def test_plugin_method_from_tests_folder_trains(fast_overrides):
 
 
 @pytest.mark.slow
-def test_resume_continues_with_same_optimizer_state(fast_overrides, monkeypatch):
+def test_resume_continues_with_same_optimizer_state(fast_overrides, monkeypatch, fit_starts):
     from contrastive.engine.run import fit, prepare_run
 
     straight = fit(prepare_run(load_config(fast_overrides + ["run_name=straight"])))
@@ -60,6 +60,7 @@ def test_resume_continues_with_same_optimizer_state(fast_overrides, monkeypatch)
     saved = torch.load(interrupted.resume_from, weights_only=True)
     assert saved["epoch"] == 0
     resumed = fit(interrupted)
+    assert_started_from(fit_starts[-1], saved)  # a fit that ignored the checkpoint would end the same
     assert resumed["run_dir"] == str(interrupted.run_dir)  # continued in the same folder
     final = torch.load(resumed["last_checkpoint"], weights_only=True)
     assert final["epoch"] == 1

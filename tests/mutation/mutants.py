@@ -1,0 +1,200 @@
+"""Named mutants: each breaks one feature on purpose, so its tests can be seen to fail.
+
+A pytest plugin. With ``CONTRASTIVE_MUTANT=<name>`` in the environment and ``-p tests.mutation.mutants``
+on the command line, the named mutant is applied (monkeypatched, nothing is written to a file) before
+the tests are collected and undone when pytest ends; without the variable the plugin does nothing.
+``tests/mutation/mutate.py`` runs every mutant against its own small test selection and reports which
+ones the tests kill.
+
+    CONTRASTIVE_MUTANT=resume_ignored python -m pytest -n 0 -p tests.mutation.mutants tests/test_train.py -k resume
+
+A mutant is a function that takes a :class:`pytest.MonkeyPatch` and breaks its feature, registered
+with :func:`mutant` under a name, the feature it breaks in words, and the tests that must then fail.
+Forked processes (the two-process DDP tests) inherit it; processes started anew (``python train.py``
+in a subprocess) do not.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Dict, Tuple
+
+import pytest
+
+ENV = "CONTRASTIVE_MUTANT"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One feature broken on purpose.
+
+    Attributes:
+        name: What ``CONTRASTIVE_MUTANT`` names.
+        feature: The feature it breaks, in words.
+        tests: The pytest arguments (files, node ids, ``-k`` expressions) of the tests that must fail.
+        apply: Breaks the feature through the given monkeypatch.
+    """
+
+    name: str
+    feature: str
+    tests: Tuple[str, ...]
+    apply: Callable[[pytest.MonkeyPatch], None]
+
+
+MUTANTS: Dict[str, Mutant] = {}
+
+
+def mutant(name: str, feature: str, *tests: str):
+    """Register the decorated function as the mutant ``name`` (breaking ``feature``), killed by ``tests``."""
+
+    def register(apply: Callable[[pytest.MonkeyPatch], None]):
+        MUTANTS[name] = Mutant(name, feature, tests, apply)
+        return apply
+
+    return register
+
+
+def replace_everywhere(patch: pytest.MonkeyPatch, module, attr: str, new) -> None:
+    """Replace ``module.attr`` and every loaded module's global bound to the same object (the
+    ``from module import attr`` copies); modules imported later import the replacement."""
+    old = getattr(module, attr)
+    for loaded in list(sys.modules.values()):
+        if loaded is not None and getattr(loaded, "__dict__", {}).get(attr) is old:
+            patch.setattr(loaded, attr, new)
+
+
+# ---------------------------------------------------------------- the mutants
+#: The quickest resume tests (every one fails under this mutant: tests/test_*.py -k resume).
+RESUME_TESTS = ("tests/test_resume_baselines.py::test_a_crash_at_an_epoch_end_resumes_exactly[byol]",
+                "tests/test_reliability.py::test_sigterm_mid_epoch_saves_and_resume_is_exact",
+                "tests/test_legacy_format.py::test_a_legacy_checkpoint_resumes_where_it_stopped")
+
+
+@mutant("resume_ignored", "Trainer.fit drops ckpt_path: a resumed run starts from scratch", *RESUME_TESTS)
+def _resume_ignored(patch):
+    import pytorch_lightning as pl
+
+    fit = pl.Trainer.fit
+
+    def fit_from_scratch(self, *args, ckpt_path=None, **kwargs):
+        return fit(self, *args[:4], **kwargs)  # (model, train_dataloaders, val_dataloaders, datamodule)
+
+    patch.setattr(pl.Trainer, "fit", fit_from_scratch)
+
+
+@mutant("augment_rng_not_reseeded", "the augmentation RNG is not re-seeded per epoch and per step (resume is not exact)",
+        "tests/test_reliability.py::test_sigterm_mid_epoch_saves_and_resume_is_exact")
+def _augment_rng_not_reseeded(patch):
+    from contrastive.engine.method import Method
+
+    patch.setattr(Method, "on_train_epoch_start", lambda self: None)
+    patch.setattr(Method, "on_before_batch_transfer", lambda self, batch, dataloader_idx: batch)
+
+
+@mutant("insdis_own_entry_kept", "InsDis keeps an image's own bank entry among its drawn negatives (exclude=None)",
+        "tests/test_insdis.py", "tests/test_methods.py::test_one_step_has_finite_loss_and_a_gradient_everywhere[insdis]")
+def _insdis_own_entry_kept(patch):
+    from contrastive.methods import insdis
+
+    info_nce_with_queue = insdis.info_nce_with_queue
+    patch.setattr(insdis, "info_nce_with_queue",
+                  lambda q, k, negatives, temperature, exclude=None: info_nce_with_queue(q, k, negatives, temperature))
+
+
+@mutant("transfer_refit_train_only", "linear transfer refits the selected head on train only, not train + validation",
+        "tests/test_transfer_linear.py")
+def _transfer_refit_train_only(patch):
+    from contrastive.evaluation.transfer import linear
+
+    def train_only(splits, num_classes, metric, grid, max_iter, warm_start):
+        (tx, ty), (vx, vy) = splits["train"], splits["val"]
+        scores, evals = linear.regularisation_path(tx, ty, vx, vy, num_classes, metric, grid, max_iter, warm_start)
+        best = max(range(len(grid)), key=lambda i: (scores[i], grid[i]))
+        head, _ = linear.fit_logistic_regression(tx, ty, num_classes, grid[best], max_iter)
+        test_x, test_y = splits["test"]
+        return linear.LinearTransferResult(l2=grid[best], val_score=scores[best], test_score=metric(linear.predict(head, test_x), test_y),
+                                           val_scores=scores, evals=evals)
+
+    replace_everywhere(patch, linear, "linear_transfer", train_only)
+
+
+@mutant("momentum_update_skipped", "the momentum (EMA) copy is never updated", "tests/test_momentum.py")
+def _momentum_update_skipped(patch):
+    from contrastive.engine.momentum import MomentumCopy
+
+    patch.setattr(MomentumCopy, "update", lambda self, online, tau: None)
+
+
+@mutant("queue_never_enqueued", "the MoCo key queue is never written", "tests/test_baselines.py::test_queue_replaces_the_oldest_batch_wraps_and_resumes_exactly")
+def _queue_never_enqueued(patch):
+    from contrastive.memory.queue import KeyQueue
+
+    patch.setattr(KeyQueue, "enqueue", lambda self, keys: None)
+
+
+@mutant("kmeans_never_run", "k-means returns its initialisation (k seeded random points, each point to the nearest)",
+        "tests/test_spcl.py::test_kmeans_assigns_every_index_deterministically_and_finds_blobs")
+def _kmeans_never_run(patch):
+    import torch
+
+    from contrastive.clustering import kmeans as module
+
+    def initialisation(features, k, niter=20, seed=0, max_points_per_centroid=None):
+        x = torch.nn.functional.normalize(features.detach().float().cpu(), dim=1)  # [N, D]
+        chosen = torch.randperm(len(x), generator=torch.Generator().manual_seed(int(seed)))[: int(k)]
+        centroids = x[chosen]  # [k, D]
+        return (x @ centroids.T).argmax(dim=1), centroids
+
+    replace_everywhere(patch, module, "kmeans", initialisation)
+
+
+@mutant("ddp_gather_skipped", "the all-gather helpers return this process's tensors only (queue keys, kNN features)",
+        "tests/test_baselines.py::test_queue_under_two_process_ddp_holds_the_global_batch_in_rank_order",
+        "tests/test_ddp.py::test_knn_monitor_gives_the_same_number_with_one_and_two_processes")
+def _ddp_gather_skipped(patch):
+    from contrastive.engine import method
+    from contrastive.memory import queue
+
+    replace_everywhere(patch, queue, "gather_keys", lambda keys: keys)
+    replace_everywhere(patch, method, "gather_padded", lambda module, features, labels, indices: (features, labels, indices))
+
+
+@mutant("nt_xent_temperature_ignored", "NT-Xent divides by 1 instead of its temperature", "tests/test_simclr.py", "-k", "nt_xent")
+def _nt_xent_temperature_ignored(patch):
+    from contrastive.losses import pairwise
+
+    nt_xent = pairwise.nt_xent
+    replace_everywhere(patch, pairwise, "nt_xent", lambda pos, neg, temperature, reduction="mean": nt_xent(pos, neg, 1.0, reduction))
+
+
+@mutant("lars_trust_ratio_ignored", "clipped LARS takes the plain SGD step (its trust ratio always clipped to 1)",
+        "tests/test_lars_clip.py")
+def _lars_trust_ratio_ignored(patch):
+    from contrastive.engine.lars_clip import ClippedLARS
+
+    update = ClippedLARS._update
+    patch.setattr(ClippedLARS, "_update", lambda self, p, group: update(self, p, {**group, "trust_coefficient": float("inf")}))
+
+
+# ---------------------------------------------------------------- the plugin
+_PATCH = pytest.MonkeyPatch()
+
+
+def pytest_configure(config) -> None:
+    name = os.environ.get(ENV)
+    if not name:
+        return
+    if name not in MUTANTS:
+        raise pytest.UsageError(f"{ENV}={name!r} is no mutant; valid choices: {', '.join(sorted(MUTANTS))}")
+    MUTANTS[name].apply(_PATCH)
+
+
+def pytest_report_header(config) -> str | None:
+    name = os.environ.get(ENV)
+    return f"mutant: {name} ({MUTANTS[name].feature})" if name in MUTANTS else None
+
+
+def pytest_unconfigure(config) -> None:
+    _PATCH.undo()
