@@ -76,6 +76,8 @@ SMALL_HEADS = {
     "deepclusterv2": ["method.num_prototypes=[8,8]", "method.projection.hidden_dim=32", "method.projection.output_dim=16"],
     "pclv2": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.queue_size=64",
               "method.num_prototypes=[4,8]", "method.num_negative_prototypes=2", "method.warmup_epochs=0"],
+    "infomin": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.queue_size=64"],
+    "selav2": ["method.num_prototypes=[8,8]", "method.projection.hidden_dim=32", "method.projection.output_dim=16"],
 }
 
 

@@ -20,6 +20,8 @@ STATE = {
     "swav": ("prototypes.",),
     "deepclusterv2": ("memory.", "centroids", "assignments"),
     "pclv2": ("momentum.", "queue.", "assignments"),
+    "infomin": ("momentum.", "queue."),
+    "selav2": ("memory.", "prototypes.", "assignments"),
 }
 
 
