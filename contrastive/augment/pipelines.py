@@ -291,14 +291,3 @@ def build_augment(cfg, image_size: int, mean: Sequence[float], std: Sequence[flo
     except TypeError as err:
         raise ConfigError(f"augment '{name}': {err}") from None
     return cls(image_size, mean, std, **kwargs)
-
-
-def _register_infomin() -> None:
-    """InfoMin's augmentation subclasses SimCLRAugment (contrastive/augment/infomin.py): registered here,
-    once this module has defined its base class."""
-    from contrastive.augment.infomin import InfoMinAugment
-
-    AUGMENTATIONS["infomin"] = InfoMinAugment
-
-
-_register_infomin()
