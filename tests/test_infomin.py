@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from PIL import Image, ImageEnhance, ImageOps
 
 from contrastive.augment import randaugment as ra
 from contrastive.augment.pipelines import build_augment
+from contrastive.augment.views import build_view_augments
 from contrastive.config.compose import load_config
 from contrastive.config.plugins import load_builtin_methods
 from contrastive.core.errors import ConfigError
@@ -107,11 +109,13 @@ def _model(*extra):
 
 
 def _info_nce(q, k, queue, t):
+    q, k, queue = q.tolist(), k.tolist(), queue.tolist()
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731
     total = 0.0
-    for b in range(q.shape[0]):
-        pos = math.exp(float(q[b] @ k[b]) / t)
-        total += -math.log(pos / (pos + sum(math.exp(float(q[b] @ n) / t) for n in queue)))
-    return total / q.shape[0]
+    for b in range(len(q)):
+        pos = math.exp(dot(q[b], k[b]) / t)
+        total += -math.log(pos / (pos + sum(math.exp(dot(q[b], n) / t) for n in queue)))
+    return total / len(q)
 
 
 def test_loss_is_the_beta_mix_of_the_instance_and_jigsaw_infonce():
@@ -136,6 +140,8 @@ def test_loss_is_the_beta_mix_of_the_instance_and_jigsaw_infonce():
     ("augment.ra_num_ops=-1", r"augment.ra_num_ops must be an integer >= 0, got -1"),
 ])
 def test_bad_infomin_settings_get_one_line(override, message):
+    cfg = load_config(["method=infomin", "batch_size=16", *SMALL_HEADS["infomin"], override])
     with pytest.raises(ConfigError, match=message) as err:
-        _model(override)
+        METHODS.get("infomin").validate_config(cfg, DATA)
+        build_view_augments(OmegaConf.to_container(cfg.augment), 32, (0.5,) * 3, (0.25,) * 3)
     assert "\n" not in str(err.value)

@@ -72,10 +72,10 @@ def test_loss_is_the_cross_entropy_of_every_crop_against_its_images_label():
         z = [F.normalize(model.projection_head(model.backbone(v)), dim=1) for v in views]  # 4 crops
     t, heads = 0.1, []
     for j, head in enumerate(model.prototypes):
-        c = head.weight  # [K, d], unit rows
-        terms = [-math.log(math.exp(float(zi[b] @ c[model.assignments[j, indices[b]]]) / t)
-                           / sum(math.exp(float(zi[b] @ c[kk]) / t) for kk in range(c.shape[0])))
-                 for zi in z for b in range(16)]
+        scores = [(zi @ head.weight.t()).tolist() for zi in z]  # z . c, [B, K] per crop (unit rows c)
+        targets = model.assignments[j, indices].tolist()
+        terms = [-math.log(math.exp(s[b][targets[b]] / t) / sum(math.exp(v / t) for v in s[b]))
+                 for s in scores for b in range(16)]
         heads.append(sum(terms) / len(terms))
     assert loss == pytest.approx(sum(heads) / len(heads), rel=1e-4)
 
@@ -100,6 +100,7 @@ def test_prototypes_are_unit_rows_and_the_memory_holds_the_steps_global_crops():
     ("method.sinkhorn_iterations=0", r"method.sinkhorn_iterations and method.embed_batch_size must be >= 1, got 0"),
 ])
 def test_bad_selav2_settings_get_one_line(override, message):
+    cfg = load_config(["method=selav2", "batch_size=16", *SMALL_HEADS["selav2"], override])
     with pytest.raises(ConfigError, match=message) as err:
-        _model(override)
+        METHODS.get("selav2").validate_config(cfg, DATA)
     assert "\n" not in str(err.value)
