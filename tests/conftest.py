@@ -84,6 +84,8 @@ SMALL_HEADS = {
     "supcon": ["method.projection.hidden_dim=32", "method.projection.output_dim=16"],
     "nnclr": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.predictor.hidden_dim=32",
               "method.support_size=64"],
+    "infomin": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.queue_size=64"],
+    "selav2": ["method.num_prototypes=[8,8]", "method.projection.hidden_dim=32", "method.projection.output_dim=16"],
 }
 
 

@@ -37,7 +37,7 @@ def test_one_step_has_finite_loss_and_a_gradient_everywhere(name):
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=g)  # [B, 3, H, W]
     labels = torch.arange(16) % 10  # [B]
     indices = torch.arange(16)  # [B]
-    if name in ("spcl", "deepclusterv2", "pclv2", "pcl"):  # as after a clustering pass: every loss term is on
+    if name in ("spcl", "deepclusterv2", "pclv2", "pcl", "selav2"):  # as after a clustering pass: every loss term is on
         model.assignments.copy_((torch.arange(64) % min(model.ks)).expand_as(model.assignments))
         clustered = {"deepclusterv2": lambda: list(model.centroids), "pclv2": lambda: [model.prototypes(j)[0] for j in
                                                                                     range(len(model.ks))]}

@@ -24,6 +24,8 @@ STATE = {
     "pclv2": ("momentum.", "queue.", "assignments"),
     "pcl": ("momentum.", "queue.", "assignments"),
     "nnclr": ("support.",),
+    "infomin": ("momentum.", "queue."),
+    "selav2": ("memory.", "prototypes.", "assignments"),
 }
 
 

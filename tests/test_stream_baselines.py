@@ -6,11 +6,12 @@ import pytest
 from tests.test_stream_multicrop import folder, stream_overrides  # noqa: F401 (folder: the 16-px image-folder fixture)
 
 BASELINES = ["mocov1", "mocov2", "mocov3", "insdis", "pclv2", "byol", "simsiam", "swav", "deepclusterv2", "simclrv2",
-             "barlowtwins", "vicreg", "dino", "pcl", "supcon", "nnclr", "pirl"]
-MULTICROP = {"swav", "deepclusterv2", "dino"}
+             "barlowtwins", "vicreg", "dino", "pcl", "supcon", "nnclr", "pirl", "infomin", "selav2"]
+MULTICROP = {"swav", "deepclusterv2", "dino", "selav2"}
 #: Settings the 32-image folder needs (fewer negatives and keys than images, a queue a multiple of the batch).
 TINY = {"insdis": ["method.num_negatives=8"], "pirl": ["method.num_negatives=8"], "mocov1": ["method.queue_size=32"],
-        "mocov2": ["method.queue_size=32"], "pclv2": ["method.queue_size=32"], "pcl": ["method.queue_size=32"]}
+        "mocov2": ["method.queue_size=32"], "pclv2": ["method.queue_size=32"], "pcl": ["method.queue_size=32"],
+        "infomin": ["method.queue_size=32", "method.jigsaw.weight=0.5"]}
 
 
 @pytest.mark.slow
