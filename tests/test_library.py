@@ -110,7 +110,7 @@ ONE_EPOCH = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "knn.enabl
 PRESET_SMALL_DATA = {"pimodel": ["method.num_labels=16", "method.labeled_per_batch=4"], "spcl": ["method.num_prototypes=[4]"],
                      "insdis": ["method.num_negatives=32"], "swav": ["method.num_prototypes=8"],
                      "pirl": ["method.num_negatives=32", "method.jigsaw.crop_size=15", "method.jigsaw.patch_size=4"],
-                     "deepclusterv2": ["method.num_prototypes=[4,4]"],
+                     "deepclusterv2": ["method.num_prototypes=[4,4]"], "selav2": ["method.num_prototypes=[4,4]"],
                      "pcl": ["method.num_prototypes=[4,8]", "method.num_negative_prototypes=2", "method.warmup_epochs=0"],
                      "imagenet": ["trainer.sync_batchnorm=false", "dataset.image_size=32"]}
 

@@ -98,9 +98,12 @@ def _augment_rng_not_reseeded(patch):
 def _insdis_own_entry_kept(patch):
     from contrastive.methods import insdis
 
-    info_nce_with_queue = insdis.info_nce_with_queue
-    patch.setattr(insdis, "info_nce_with_queue",
-                  lambda q, k, negatives, temperature, exclude=None: info_nce_with_queue(q, k, negatives, temperature))
+    drawn_loss = insdis.info_nce_with_drawn_negatives
+
+    def keep_own_entry(*args, exclude=None, **kwargs):
+        return drawn_loss(*args, **kwargs)
+
+    patch.setattr(insdis, "info_nce_with_drawn_negatives", keep_own_entry)
 
 
 @mutant("transfer_refit_train_only", "linear transfer refits the selected head on train only, not train + validation",
