@@ -175,10 +175,29 @@ def _nt_xent_temperature_ignored(patch):
 @mutant("lars_trust_ratio_ignored", "clipped LARS takes the plain SGD step (its trust ratio always clipped to 1)",
         "tests/test_lars_clip.py")
 def _lars_trust_ratio_ignored(patch):
+    import torch
+
     from contrastive.engine.lars_clip import ClippedLARS
 
-    update = ClippedLARS._update
-    patch.setattr(ClippedLARS, "_update", lambda self, p, group: update(self, p, {**group, "trust_coefficient": float("inf")}))
+    patch.setattr(ClippedLARS, "local_rate", lambda self, trust, group: torch.ones_like(trust))
+
+
+@mutant("lars_adaptation_skipped", "LARS takes the plain SGD step: no trust ratio and no decay for any layer",
+        "tests/test_lars.py")
+def _lars_adaptation_skipped(patch):
+    from contrastive.engine.lars import LARS
+
+    factors = LARS._factors
+    patch.setattr(LARS, "_factors", lambda self, params, grads, group: (
+        [d * 0 for d in factors(self, params, grads, group)[0]], [r * 0 + 1 for r in factors(self, params, grads, group)[1]]))
+
+
+@mutant("host_sync_counter_blind", "the host-sync counter records nothing (every step would pass as sync-free)",
+        "tests/test_host_syncs.py")
+def _host_sync_counter_blind(patch):
+    from contrastive.engine.host_syncs import HostSyncCounter
+
+    patch.setattr(HostSyncCounter, "record", lambda self, kind, name: None)
 
 
 # ---------------------------------------------------------------- the plugin
