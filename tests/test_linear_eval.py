@@ -218,7 +218,13 @@ def test_end_to_end_trained_checkpoint_beats_random_init(tmp_path):
                         *probe, *data])["results"]
     trained, random = ({r["mode"]: r for r in rows} for rows in (trained_rows, random_rows))
     assert set(trained) == set(random) == {"linear", "finetune", "knn"}
-    for mode in ("linear", "knn"):
-        assert trained[mode]["top1"] > random[mode]["top1"] + 2, (mode, trained[mode]["top1"], random[mode]["top1"])
+    # Measured (this recipe, CPU, one thread; top-1 trained / random init / the same training at
+    # optimizer.lr=1e-12, the no-learning control where only BatchNorm statistics move):
+    # linear: seed 0 31.4 / 29.4 / 28.0, seed 1 28.4 / 23.6; kNN: seed 0 28.2 / 24.4 / 23.2,
+    # seed 1 23.4 / 22.0. The control falls below random init (-1.4 linear, -1.2 kNN); each margin
+    # is half the smallest trained gain (+2.0 linear, +1.4 kNN), so a run that does not learn fails.
+    margins = {"linear": 1.0, "knn": 0.7}
+    for mode, margin in margins.items():
+        assert trained[mode]["top1"] > random[mode]["top1"] + margin, (mode, trained[mode]["top1"], random[mode]["top1"])
     saved = json.loads((Path(summary["last_checkpoint"]).parent / "last.eval" / "linear-synthetic-labels1.json").read_text())
     assert saved["top1"] == trained["linear"]["top1"]

@@ -169,7 +169,11 @@ def test_train_with_storage_stream_beats_random_init(tmp_path, fast_overrides):
         "dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=32", "dataset.storage=stream",
         "dataset.num_workers=2", f"dataset.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=8", "knn.every_n_epochs=8"]
     summary = train.main(overrides)
-    assert summary["knn_top1"] > summary["knn_top1_random_init"] + 2, summary
+    # Measured (this recipe, CPU, one thread; kNN top-1 trained / random init / the same run at
+    # optimizer.lr=1e-12, the no-learning control where only BatchNorm statistics move): seed 0:
+    # 31.8 / 25.0 / 22.8. The control falls below random init (-2.2); a margin of 3 is under half
+    # the trained gain (+6.8) and well above the control, so a run that does not learn fails.
+    assert summary["knn_top1"] > summary["knn_top1_random_init"] + 3, summary
 
 
 def test_linear_eval_feature_extraction_reads_streamed_splits(folder, tmp_path):
