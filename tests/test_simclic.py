@@ -285,4 +285,12 @@ def test_short_run_on_synthetic_beats_random_init(tmp_path):
 # image (the shapes are small; 8% crops often miss them, which slows the first steps) make the
 # margin clear (with optimizer.lr=0.1 it was +3.0, and +1.2 with the default 8% crops).
 # benchmarks/reproduce/simclic/RESULTS.md has longer runs of every perturbation.
-MARGIN = 2
+# The margin is set against a no-learning control: the same run at optimizer.lr=1e-12 (only the
+# BatchNorm statistics move) also beats random init, since trained BN statistics alone help kNN.
+# Measured (this recipe, CPU, one thread; kNN top-1 trained / random init / lr=1e-12 control):
+# seed 0: 33.6 / 26.6 / 29.1; seed 1: 27.4 / 24.9 / 26.3; seed 2: 21.9 / 20.3 / 21.7. The
+# control gains up to +2.5, so a margin of 2 passed with no learning at all; 4 is above the
+# control's largest gain and under the +7.0 of seed 0, the seed this test runs. Seeds 1 and 2
+# learn little in 80 steps (+1.1 and +0.2 over their controls): at those seeds no margin over
+# random init tells learning from the control, so this check holds for seed 0 only.
+MARGIN = 4

@@ -169,7 +169,12 @@ def test_train_with_storage_stream_beats_random_init(tmp_path, fast_overrides):
         "dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=32", "dataset.storage=stream",
         "dataset.num_workers=2", f"dataset.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=8", "knn.every_n_epochs=8"]
     summary = train.main(overrides)
-    assert summary["knn_top1"] > summary["knn_top1_random_init"] + 2, summary
+    # Measured (this recipe, CPU, one thread; kNN top-1 trained / random init / the same run at
+    # optimizer.lr=1e-12, the no-learning control where only BatchNorm statistics move): seed 0:
+    # 31.8 / 25.0 / 22.8; seed 1: 26.8 / 22.8 / 25.8. The control gains up to +3.0, so a margin of 2
+    # passed with no learning at seed 1; 3.5 is above the control and under the trained gains
+    # (+6.8, +4.0), so a run that does not learn fails.
+    assert summary["knn_top1"] > summary["knn_top1_random_init"] + 3.5, summary
 
 
 def test_linear_eval_feature_extraction_reads_streamed_splits(folder, tmp_path):
