@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from contrastive.backbones.heads import linear_projection
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
-from contrastive.engine.embedding import embed_split
+from contrastive.engine.embedding import NetworkFilledBank
 from contrastive.engine.method import DataInfo, Method
 from contrastive.losses.self_supervised import info_nce_with_drawn_negatives
 from contrastive.memory.feature_bank import FeatureBank
@@ -51,7 +51,7 @@ BANK_INITS = ("random", "network")
 
 
 @METHODS.register("insdis")
-class InsDis(Method):
+class InsDis(NetworkFilledBank, Method):
     """Instance discrimination with a per-sample memory bank, one view per image."""
 
     VIEWS = 1
@@ -85,19 +85,6 @@ class InsDis(Method):
             raise ConfigError(f"method.bank_init='{m.bank_init}' is unknown; valid choices: {', '.join(BANK_INITS)}")
         if not 1 <= int(m.num_negatives) <= data.num_train:
             raise ConfigError(f"method.num_negatives={m.num_negatives} must be in [1, {data.num_train}] (the training set size)")
-
-    def on_train_epoch_start(self) -> None:
-        """``bank_init=network``: fill the bank before the first step (a resumed run has it filled)."""
-        super().on_train_epoch_start()
-        if not bool(self.bank.filled.all()):
-            self.fill_bank()
-
-    @torch.no_grad()
-    def fill_bank(self) -> None:
-        """One training view of every image through the current network, in dataset order."""
-        images = self.trainer.datamodule.splits.train.images
-        features = embed_split(self, images, self.augment, self.project, int(self.cfg.method.embed_batch_size))  # [N, d]
-        self.bank.update(torch.arange(len(images), device=self.device), features.to(self.device))
 
     def draw_negatives(self, batch_size: int, device: torch.device) -> torch.Tensor:
         """This process's rows ``[B, m]`` of the global batch's per-sample draw, a function of ``(seed, step)``."""

@@ -42,7 +42,7 @@ from contrastive.backbones.heads import linear_projection
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
 from contrastive.data.batch import ViewBatch
-from contrastive.engine.embedding import embed_split
+from contrastive.engine.embedding import NetworkFilledBank
 from contrastive.engine.method import DataInfo, Method
 from contrastive.losses.memory_bank import bank_info_nce, draw_negatives
 from contrastive.memory.feature_bank import FeatureBank
@@ -52,7 +52,7 @@ BANK_INITS = ("random", "network")
 
 
 @METHODS.register("pirl")
-class PIRL(Method):
+class PIRL(NetworkFilledBank, Method):
     """Pretext-invariant representations: an image and its jigsaw against a per-sample memory bank."""
 
     VIEWS = 2  # view 0: the image v_I; view 1: the crop the jigsaw cuts (a streamed batch's crop 1)
@@ -104,19 +104,6 @@ class PIRL(Method):
         (image, crop), labels = super().training_views(batch)
         patches = jigsaw_patches(crop, self.grid, self.crop_size, self.patch_size)  # [B, K, 3, p, p]
         return [image, self._to_memory_format(patches.flatten(0, 1))], labels
-
-    def on_train_epoch_start(self) -> None:
-        """``bank_init=network``: fill the bank before the first step (a resumed run has it filled)."""
-        super().on_train_epoch_start()
-        if not bool(self.bank.filled.all()):
-            self.fill_bank()
-
-    @torch.no_grad()
-    def fill_bank(self) -> None:
-        """``f`` of one training view of every image through the current network, in dataset order."""
-        images = self.trainer.datamodule.splits.train.images
-        features = embed_split(self, images, self.augment, self.project, int(self.cfg.method.embed_batch_size))  # [N, d]
-        self.bank.update(torch.arange(len(images), device=self.device), features.to(self.device))
 
     def bank_on(self, device: torch.device) -> torch.Tensor:
         """The bank's ``[N, d]`` features on ``device`` (moved once; FeatureBank follows its inputs the same way)."""

@@ -63,3 +63,24 @@ def on_rank_zero(method: Method, compute: Callable[[], Any]) -> Any:
     if trainer.world_size > 1:
         payload = trainer.strategy.broadcast(payload, src=0)
     return payload
+
+
+class NetworkFilledBank:
+    """Mixin for memory-bank methods (InsDis, PIRL) whose bank can start as one pass of the initial network.
+
+    The method holds ``self.bank`` (a :class:`contrastive.memory.feature_bank.FeatureBank`), ``self.project``
+    (images -> l2-normalised ``[B, d]``) and ``cfg.method.embed_batch_size``. With ``bank_init=network`` the
+    bank is marked unfilled at construction and filled as the first epoch starts; a resumed run has it filled.
+    """
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        if not bool(self.bank.filled.all()):
+            self.fill_bank()
+
+    @torch.no_grad()
+    def fill_bank(self) -> None:
+        """One training view of every image through the current network, in dataset order."""
+        images = self.trainer.datamodule.splits.train.images
+        features = embed_split(self, images, self.augment, self.project, int(self.cfg.method.embed_batch_size))  # [N, d]
+        self.bank.update(torch.arange(len(images), device=self.device), features.to(self.device))
