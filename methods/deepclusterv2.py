@@ -27,7 +27,7 @@ from lightly.models.modules import SwaVProjectionHead
 from torch import nn
 
 from contrastive.clustering.assignments import EpochStateMixin, unassigned
-from contrastive.clustering.kmeans import cluster_stats, kmeans
+from contrastive.clustering.kmeans import cluster_stats, faiss_gpu_device, kmeans
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
 from contrastive.engine.embedding import embed_split, on_rank_zero
@@ -102,10 +102,10 @@ class DeepClusterV2(EpochStateMixin, Method):
         """k-means of every clustering on its crop's memory: ``(assignments [H, N], [centroids [K, d]], stats)``."""
         features = self.memory.features.detach().cpu()  # [N, 2d]
         seed = int(self.cfg.seed) * 1009 + self.current_epoch
-        rows, centroids = [], []
+        rows, centroids, gpu = [], [], faiss_gpu_device(self.device)  # rank 0's GPU when faiss has GPU support
         for j, k in enumerate(self.ks):
             crop = features[:, (j % 2) * self.dim:(j % 2 + 1) * self.dim]  # [N, d]
-            assigned, c = kmeans(crop, k, int(self.cfg.method.kmeans_iterations), seed + j)
+            assigned, c = kmeans(crop, k, int(self.cfg.method.kmeans_iterations), seed + j, gpu=gpu)
             rows.append(assigned)
             centroids.append(c)
         assignments = torch.stack(rows)  # [H, N]

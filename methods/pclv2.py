@@ -13,8 +13,10 @@ InfoNCE of the query against the prototypes of the batch's images (its own is th
 prototype's ``1 / phi``, as the released code (pcl/builder.py) builds it
 (:func:`contrastive.losses.clustering.proto_nce`). The k-means is PCL's ``run_kmeans``
 (main_pcl.py): Euclidean, 5 restarts, centroids l2-normalised afterwards (``method.kmeans``).
-Under DDP every process embeds a shard, rank 0 clusters the gathered features and broadcasts
-the result; each process contrasts its own batch's prototypes, as PCL's processes do.
+Under DDP every process embeds a shard, rank 0 clusters the gathered features (on its GPU where
+faiss has GPU support, as main_pcl.py) and broadcasts the result, the others waiting within
+``cluster_wait_minutes`` (:func:`contrastive.engine.embedding.on_rank_zero`); each process
+contrasts its own batch's prototypes, as PCL's processes do.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 
 from contrastive.clustering.concentration import concentration
 from contrastive.clustering.assignments import EpochStateMixin, unassigned
-from contrastive.clustering.kmeans import cluster_stats, kmeans
+from contrastive.clustering.kmeans import cluster_stats, faiss_gpu_device, kmeans
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
 from contrastive.engine.embedding import embed_split, on_rank_zero
@@ -102,12 +104,12 @@ class PCLv2(EpochStateMixin, MoCoV2):
         """k-means per cluster count on ``features [N, d]``: ``(assignments [M, N], [(centroids, phi)], stats)``."""
         m = self.cfg.method
         seed = int(self.cfg.seed) * 1009 + self.current_epoch
-        rows, prototypes = [], []
+        rows, prototypes, gpu = [], [], faiss_gpu_device(self.device)  # rank 0's GPU when faiss has GPU support
         for j, k in enumerate(self.ks):
             km = m.kmeans
             assigned, fitted = kmeans(features, k, int(km.iterations), seed + j, int(km.max_points_per_centroid),
                                       spherical=bool(km.spherical), nredo=int(km.nredo),
-                                      min_points_per_centroid=int(km.min_points_per_centroid))
+                                      min_points_per_centroid=int(km.min_points_per_centroid), gpu=gpu)
             # phi from the distances to the centroids as fitted; the prototypes are their unit vectors
             # (PCL's main_pcl.py: distances from index.search, line 435; normalize, line 464).
             phi = concentration(features, assigned, fitted, float(m.concentration_alpha), float(m.temperature))

@@ -58,12 +58,12 @@ from torch import nn
 from contrastive.data.samplers.prototype import PrototypeBatchSampler
 from contrastive.core.errors import ConfigError
 from contrastive.clustering.assignments import EpochStateMixin, unassigned
-from contrastive.clustering.kmeans import align_labels, cluster_stats, kmeans
+from contrastive.clustering.kmeans import align_labels, cluster_stats, faiss_gpu_device, kmeans
 from contrastive.clustering.prototype_pairs import prototype_pairs
 from contrastive.metrics.pair_similarity import tp_fn_similarity
 from contrastive.losses.classification import symmetric_cross_entropy
 from contrastive.losses.pairwise import nt_xent_views
-from contrastive.engine.embedding import embed_split
+from contrastive.engine.embedding import embed_split, on_rank_zero
 from contrastive.engine.method import DataInfo, Method, check_batch_size
 from contrastive.core.registry import METHODS
 
@@ -186,31 +186,32 @@ class SPCL(EpochStateMixin, Method):
         """Prototype of every training sample, the same on every process.
 
         Every rank embeds its shard; the features are all-gathered, rank 0 alone runs
-        faiss k-means (one run per K), relabels the clusters to overlap most with the
-        previous epoch's (so the prototype heads keep their meaning), and broadcasts the
-        assignments. Returns ``(int64 [num_K, N] on the CPU, statistics dict)``; the
-        statistics (embedding time, cluster sizes of the first K, agreement with the
-        previous epoch) are computed on rank 0 and broadcast with the assignments."""
+        faiss k-means (one run per K; on its GPU where faiss can), relabels the clusters to
+        overlap most with the previous epoch's (so the prototype heads keep their meaning), and
+        broadcasts the assignments (:func:`~contrastive.engine.embedding.on_rank_zero`: the other
+        ranks wait within ``cluster_wait_minutes``). Returns ``(int64 [num_K, N] on the CPU,
+        statistics dict)``; the statistics (embedding time, cluster sizes of the first K,
+        agreement with the previous epoch) are computed on rank 0 and broadcast with the assignments."""
         start = time.perf_counter()
         features = self.train_features(images)  # [N, D], dataset order, on every rank
-        embed_seconds, payload = time.perf_counter() - start, None
-        if self.trainer.is_global_zero:
-            c = self.cfg.method.cluster
-            seed = int(self.cfg.seed) * 1009 + self.current_epoch
-            previous = self.assignments.cpu()  # [num_K, N]; -1 before the first clustering
-            rows = []
-            for k, old in zip(self.ks, previous):
-                cap = None if c.max_points_per_centroid is None else int(c.max_points_per_centroid)
-                new = kmeans(features, k, int(c.niter), seed, cap)[0]  # [N], fitted on all N unless capped
-                rows.append(align_labels(new, old, k) if bool((old >= 0).all()) else new)
-            assignments = torch.stack(rows)  # [num_K, N]
-            stats = {"embed_seconds": embed_seconds, **cluster_stats(assignments[0], self.ks[0])}
-            if bool((previous >= 0).all()):
-                stats["kept_prototype"] = float((assignments == previous).float().mean())
-            payload = (assignments, stats)
-        if self.trainer.world_size > 1:
-            payload = self.trainer.strategy.broadcast(payload, src=0)
-        return payload
+        embed_seconds = time.perf_counter() - start
+        return on_rank_zero(self, lambda: self._cluster(features, embed_seconds))
+
+    def _cluster(self, features: torch.Tensor, embed_seconds: float):
+        """Rank 0's part of :meth:`cluster_train_set`: ``(assignments [num_K, N], stats)`` on the CPU."""
+        c = self.cfg.method.cluster
+        seed = int(self.cfg.seed) * 1009 + self.current_epoch
+        previous = self.assignments.cpu()  # [num_K, N]; -1 before the first clustering
+        gpu, rows = faiss_gpu_device(self.device), []  # rank 0's GPU when faiss has GPU support
+        for k, old in zip(self.ks, previous):
+            cap = None if c.max_points_per_centroid is None else int(c.max_points_per_centroid)
+            new = kmeans(features, k, int(c.niter), seed, cap, gpu=gpu)[0]  # [N], fitted on all N unless capped
+            rows.append(align_labels(new, old, k) if bool((old >= 0).all()) else new)
+        assignments = torch.stack(rows)  # [num_K, N]
+        stats = {"embed_seconds": embed_seconds, **cluster_stats(assignments[0], self.ks[0])}
+        if bool((previous >= 0).all()):
+            stats["kept_prototype"] = float((assignments == previous).float().mean())
+        return assignments, stats
 
     def train_features(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised embeddings ``[N, D]`` of uint8 ``images [N,3,H,W]`` in ``method.cluster.space``

@@ -9,6 +9,12 @@ subsampling from ``seed``; the assignment and centroid updates are deterministic
 Clusters that become empty during training are re-seeded by faiss (it splits a large
 cluster); clusters that end empty or tiny after the final assignment are only
 reported, by :func:`cluster_stats`.
+
+On a CUDA device and with a faiss build that has GPU support, the distance searches (every
+Lloyd iteration's assignment and the final one) run on that GPU (:func:`faiss_gpu_device`), as
+PCL's released code does (main_pcl.py ``run_kmeans``: a ``GpuIndexFlatL2`` on the process's GPU);
+the centroid updates stay faiss's own, so the answer is the CPU one up to the GPU's matmul rounding.
+``faiss-cpu`` (the PyPI wheel) has no GPU support: the searches then run on the CPU.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from contrastive.core.errors import ConfigError
 
 def kmeans(
     features: torch.Tensor, k: int, niter: int = 20, seed: int = 0, max_points_per_centroid: Optional[int] = None,
-    *, spherical: bool = True, nredo: int = 1, min_points_per_centroid: int = 1,
+    *, spherical: bool = True, nredo: int = 1, min_points_per_centroid: int = 1, gpu: Optional[int] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Cluster L2-normalised rows of ``features`` into ``k`` clusters.
 
@@ -42,6 +48,8 @@ def kmeans(
             (not unit-norm), for distances to them.
         nredo: Runs from different initialisations; faiss keeps the one of lowest objective.
         min_points_per_centroid: Below ``k x`` this many points faiss warns (nothing else changes).
+        gpu: ``None``: faiss on the CPU. A CUDA device index: the searches on that GPU
+            (:func:`faiss_gpu_device` says whether faiss can use a device).
 
     Returns:
         ``(assignments int64 [N] in [0, k), centroids float32 [k, D])``, on the CPU;
@@ -63,9 +71,26 @@ def kmeans(
         d, int(k), niter=int(niter), nredo=int(nredo), seed=int(seed), spherical=bool(spherical),
         min_points_per_centroid=int(min_points_per_centroid), max_points_per_centroid=cap, verbose=False,
     )
+    if gpu is not None:  # the index faiss.Kmeans built, copied to this process's GPU (not all GPUs, as gpu=True would)
+        resources = faiss.StandardGpuResources()
+        km.index = faiss.index_cpu_to_gpu(resources, int(gpu), km.index)
     km.train(x)
     _, nearest = km.index.search(x, 1)  # [N, 1]; the index holds the final centroids
     return torch.from_numpy(nearest[:, 0].astype(np.int64)), torch.from_numpy(np.array(km.centroids, dtype=np.float32))
+
+
+def faiss_gpu_device(device: torch.device) -> Optional[int]:
+    """The CUDA index faiss can run :func:`kmeans` on for tensors on ``device``, or ``None``.
+
+    ``None`` on a CPU device, and where the installed faiss has no GPU support or sees fewer GPUs
+    than the index (``faiss.get_num_gpus()`` is 0 in ``faiss-cpu``)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    import faiss
+
+    index = torch.cuda.current_device() if device.index is None else int(device.index)
+    return index if index < int(faiss.get_num_gpus()) else None
 
 
 def cluster_stats(assignments: torch.Tensor, k: int, tiny: int = 2) -> Dict[str, float]:

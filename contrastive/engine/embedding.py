@@ -6,11 +6,14 @@ over the training set at every epoch (Mo, Sun & Li 2022, https://arxiv.org/abs/2
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
+from contrastive.core.errors import ConfigError
 from contrastive.data.base import shard_indices
 from contrastive.engine.method import Method, gather_padded
 
@@ -57,12 +60,36 @@ def on_rank_zero(method: Method, compute: Callable[[], Any]) -> Any:
     """``compute()`` on the global rank 0 only, its result broadcast to every process.
 
     For work that must give every process the same answer and that one process should do
-    (faiss k-means over the gathered features: the prototype methods)."""
+    (faiss k-means over the gathered features: the prototype methods). The other processes wait
+    for the result in a gloo group created for this wait, whose timeout is ``cluster_wait_minutes``
+    (configs/train.yaml), not in the run's process group: NCCL's default timeout is 30 minutes,
+    and PCL v2's ImageNet clustering on faiss-cpu takes ~25 core-hours per epoch (BENCHMARKS.md,
+    "k-means at ImageNet size"). Why rank 0 alone rather than every rank computing the same
+    k-means: ranks of one machine share its cores, so eight copies of a CPU k-means would each get
+    an eighth of them and finish eight times later; on GPUs (faiss with GPU support) rank 0's GPU
+    does it in minutes, as in PCL's released code, while the others wait.
+
+    Args:
+        method: The method being trained (attached to a trainer); ``cfg.cluster_wait_minutes``.
+        compute: ``() -> payload``, picklable (tensors on the CPU).
+
+    Returns:
+        Rank 0's payload, on every process.
+    """
     trainer = method.trainer
-    payload = compute() if trainer.is_global_zero else None
-    if trainer.world_size > 1:
-        payload = trainer.strategy.broadcast(payload, src=0)
-    return payload
+    if trainer.world_size == 1:
+        return compute()
+    minutes = float(method.cfg.cluster_wait_minutes)
+    if not minutes > 0:
+        raise ConfigError(f"cluster_wait_minutes must be > 0, got {minutes}")
+    # Every process creates the group before rank 0 starts: creating it is itself a rendezvous.
+    group = dist.new_group(backend="gloo", timeout=timedelta(minutes=minutes))
+    try:
+        box = [compute() if trainer.is_global_zero else None]
+        dist.broadcast_object_list(box, src=0, group=group)
+    finally:
+        dist.destroy_process_group(group)
+    return box[0]
 
 
 class NetworkFilledBank:

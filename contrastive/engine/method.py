@@ -24,10 +24,11 @@ from contrastive.augment.pipelines import EvalTransform
 from contrastive.augment.views import ViewAugments, build_view_augments, multicrop_local_count
 from contrastive.backbones.factory import create_backbone
 from contrastive.core.errors import ConfigError
-from contrastive.core.hardware import resolve_channels_last, resolve_eval_amp
+from contrastive.core.hardware import resolve_channels_last
 from contrastive.data.batch import ViewBatch
-from contrastive.metrics.knn import knn_accuracy
+from contrastive.engine.gather import gather_padded  # noqa: F401 (public here: methods import it from this module)
 from contrastive.engine.headline import Headline
+from contrastive.engine.knn_monitor import knn_monitor_accuracy
 from contrastive.engine.nonfinite import TERMS_KEY, NonFiniteCallback, NonFiniteLossError, format_terms  # noqa: F401 (NonFiniteLossError: public here)
 from contrastive.engine.optim import build_optimizer, build_scheduler, scaled_lr
 
@@ -82,7 +83,7 @@ class Method(pl.LightningModule):
         # auto: where measured faster (contrastive/core/hardware.py); inputs only, the weights keep their layout
         self.channels_last = resolve_channels_last(cfg.trainer.channels_last, cfg.trainer.accelerator)
         self._compiled = False
-        self._knn_outputs: Dict[int, List[Tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._knn_outputs: Dict[int, List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
 
     # ---------------------------------------------------------------- hooks for methods
     @classmethod
@@ -236,28 +237,11 @@ class Method(pl.LightningModule):
         features = self.embed(images).float()  # [B, D]
         self._knn_outputs[dataloader_idx].append((features, labels, indices))
 
-    def gathered_features(self, dataloader_idx: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Features and labels of one eval split from all processes, in dataset order."""
-        parts = self._knn_outputs.get(dataloader_idx) or []
-        features = torch.cat([p[0] for p in parts])
-        labels = torch.cat([p[1] for p in parts])
-        indices = torch.cat([p[2] for p in parts]).to(features.device)
-        if self.trainer is not None and self.trainer.world_size > 1:
-            features, labels, indices = gather_padded(self, features, labels, indices)
-        order = indices.argsort()
-        return features[order], labels[order].to(features.device)
-
     def on_validation_epoch_end(self) -> None:
         if not self._knn_outputs.get(1):
             return
-        bank, bank_labels = self.gathered_features(0)
-        queries, query_labels = self.gathered_features(1)
-        labeled = bank_labels >= 0
-        top1, top5 = knn_accuracy(
-            bank[labeled], bank_labels[labeled], queries, query_labels, self.data.num_classes,
-            k=min(int(self.cfg.knn.k), int(labeled.sum())), temperature=float(self.cfg.knn.temperature),
-            amp=resolve_eval_amp("auto", bank.device),
-        )
+        top1, top5 = knn_monitor_accuracy(self, self._knn_outputs[0], self._knn_outputs[1], self.data.num_classes,
+                                          int(self.cfg.knn.k), float(self.cfg.knn.temperature))
         self.log_dict({"knn_top1": top1, "knn_top5": top5}, prog_bar=True, rank_zero_only=False, sync_dist=False)
         self._knn_outputs = {}
 
@@ -270,28 +254,6 @@ class Method(pl.LightningModule):
             "data": {**asdict(self.data), "mean": list(self.data.mean), "std": list(self.data.std)},
             "feature_dim": int(self.backbone.feature_dim),
         }
-
-
-def gather_padded(module: pl.LightningModule, features: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor):
-    """all_gather of per-rank tensors of unequal length (pads with index -1, then drops).
-
-    Args:
-        features: ``[n, D]`` of this process; labels and indices ``[n]`` (indices >= 0).
-
-    Returns:
-        ``(features [N, D], labels [N], indices [N])`` of every process, rank by rank."""
-    n = torch.tensor([features.shape[0]], device=features.device)
-    sizes = module.all_gather(n).flatten()
-    longest = int(sizes.max())
-    pad = longest - features.shape[0]
-    if pad:
-        features = torch.cat([features, features.new_zeros(pad, features.shape[1])])
-        labels = torch.cat([labels, labels.new_full((pad,), -1)])
-        indices = torch.cat([indices, indices.new_full((pad,), -1)])
-    gathered = [module.all_gather(t) for t in (features, labels, indices)]  # [W, L, ...]
-    features, labels, indices = (g.flatten(0, 1) for g in gathered)
-    keep = indices >= 0
-    return features[keep], labels[keep], indices[keep]
 
 
 def check_batch_size(cfg: DictConfig, minimum: int, why: str) -> None:

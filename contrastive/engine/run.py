@@ -71,6 +71,9 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.knn.enabled and (int(cfg.knn.k) < 1 or float(cfg.knn.temperature) <= 0 or int(cfg.knn.every_n_epochs) < 1):
         raise ConfigError(f"knn needs k >= 1, temperature > 0 and every_n_epochs >= 1, got k={cfg.knn.k}, "
                           f"temperature={cfg.knn.temperature}, every_n_epochs={cfg.knn.every_n_epochs}")
+    if not float(cfg.cluster_wait_minutes) > 0:
+        raise ConfigError(f"cluster_wait_minutes must be > 0 (minutes the other processes wait while rank 0 clusters), "
+                          f"got {cfg.cluster_wait_minutes}")
     # PyTorch's SyncBatchNorm has no CPU kernel: without this check the run would crash
     # at its first step instead of here.
     if bool(cfg.trainer.sync_batchnorm) and (str(cfg.trainer.accelerator) == "cpu" or not torch.cuda.is_available()):

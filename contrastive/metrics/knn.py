@@ -8,6 +8,8 @@ with weight ``exp(similarity / temperature)``.
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -97,16 +99,34 @@ def _torch_votes(bank: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor
     out = []
     bank_lp = bank.bfloat16() if amp else None  # [N, D], converted once
     for start in range(0, queries.shape[0], chunk_size):
-        if amp:
-            sims = (queries[start : start + chunk_size].bfloat16() @ bank_lp.T).float()  # [m, N]
-        else:
-            sims = queries[start : start + chunk_size] @ bank.T  # [m, N]
-        top_sims, top_idx = sims.topk(k, dim=1)  # [m, k]
-        weights = (top_sims / temperature).exp()  # [m, k]
-        votes = torch.zeros(sims.shape[0], num_classes, device=bank.device)  # [m, C]
-        votes.scatter_add_(1, labels[top_idx], weights)
-        out.append(votes)
+        top_sims, top_idx = top_similarities(bank, queries[start : start + chunk_size], k, bank_lp)  # [m, k]
+        out.append(weighted_votes(top_sims, labels[top_idx], num_classes, temperature))
     return torch.cat(out)
+
+
+def top_similarities(bank: torch.Tensor, queries: torch.Tensor, k: int, bank_lp: Optional[torch.Tensor] = None):
+    """The ``k`` largest cosine similarities of each query to the bank and their bank rows.
+
+    Args:
+        bank: normalised ``[N, D]``; queries: normalised ``[m, D]``; ``k <= N``.
+        bank_lp: ``bank`` in bf16 (the similarity matmul then runs in bf16), or ``None`` (fp32).
+
+    Returns:
+        ``(similarities float32 [m, k], int64 bank rows [m, k])``, most similar first.
+    """
+    if bank_lp is not None:
+        sims = (queries.bfloat16() @ bank_lp.T).float()  # [m, N]
+    else:
+        sims = queries @ bank.T  # [m, N]
+    return sims.topk(k, dim=1)
+
+
+def weighted_votes(similarities: torch.Tensor, neighbour_labels: torch.Tensor, num_classes: int,
+                   temperature: float) -> torch.Tensor:
+    """Each neighbour votes for its class with ``exp(similarity / temperature)`` (Wu et al. 2018):
+    ``similarities [m, k]``, int64 ``neighbour_labels [m, k]`` -> summed votes ``[m, C]``."""
+    votes = torch.zeros(similarities.shape[0], num_classes, device=similarities.device)  # [m, C]
+    return votes.scatter_add_(1, neighbour_labels, (similarities / temperature).exp())
 
 
 def knn_accuracy(
@@ -130,3 +150,60 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...
     ranked = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices  # [M, kmax]
     hits = ranked == labels[:, None]
     return tuple(100.0 * hits[:, : min(k, scores.shape[1])].any(dim=1).float().mean().item() for k in ks)
+
+
+def sharded_knn_scores(
+    shard_features: torch.Tensor,
+    shard_labels: torch.Tensor,
+    query_features: torch.Tensor,
+    num_classes: int,
+    k: int,
+    temperature: float,
+    gather: Callable[[torch.Tensor], torch.Tensor],
+    chunk_size: int = 2048,
+    amp: bool = False,
+) -> torch.Tensor:
+    """:func:`knn_scores` (torch backend) over a bank split between processes, each holding one shard.
+
+    Every process calls it with its own shard and the same queries. Per chunk of queries, each
+    process takes the top ``k`` of its shard; ``gather`` collects every process's ``k`` similarities
+    and labels, and the top ``k`` of those ``W x k`` candidates are the top ``k`` of the whole bank
+    (each of the bank's top ``k`` is among its shard's top ``k``). The votes are then those of the
+    single-process kNN, up to the order of the floating-point sum and ties in similarity.
+
+    Args:
+        shard_features: ``[n, D]``, this process's part of the bank (normalised here); ``n`` may be
+            below ``k`` or 0 (that process's candidates are padded with similarity ``-inf``).
+        shard_labels: int64 ``[n]`` in ``[0, num_classes)``.
+        query_features: ``[M, D]``, the same on every process (normalised here).
+        num_classes, temperature: As :func:`knn_scores`.
+        k: Neighbours per query, at most the whole bank's size (the caller checks it: a shard does
+            not know the others' sizes).
+        gather: ``[m, k]`` tensor -> ``[W, m, k]``, every process's in rank order (an all-gather).
+        chunk_size: Queries per matmul and per gather (memory: ``chunk_size x n`` similarities,
+            ``W x chunk_size x k`` gathered candidates).
+        amp: The similarity matmul in bf16, as :func:`knn_scores`.
+
+    Returns:
+        ``[M, C]`` summed vote weights, the same on every process.
+    """
+    if k < 1 or temperature <= 0:
+        raise ConfigError(f"kNN needs k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
+    bank = F.normalize(shard_features.float(), dim=1)  # [n, D]
+    queries = F.normalize(query_features.float(), dim=1)  # [M, D]
+    labels = shard_labels.to(bank.device)
+    local_k = min(k, bank.shape[0])
+    bank_lp = bank.bfloat16() if amp else None
+    out = []
+    for start in range(0, queries.shape[0], chunk_size):
+        sims, idx = top_similarities(bank, queries[start : start + chunk_size], local_k, bank_lp)  # [m, k_local]
+        neighbours = labels[idx]  # [m, k_local]
+        if local_k < k:  # a shard smaller than k: its missing candidates can never win
+            sims = F.pad(sims, (0, k - local_k), value=float("-inf"))
+            neighbours = F.pad(neighbours, (0, k - local_k), value=0)
+        m = sims.shape[0]
+        candidates = gather(sims).permute(1, 0, 2).reshape(m, -1)  # [m, W * k]
+        candidate_labels = gather(neighbours).permute(1, 0, 2).reshape(m, -1)  # [m, W * k]
+        top_sims, pos = candidates.topk(k, dim=1)  # [m, k]
+        out.append(weighted_votes(top_sims, candidate_labels.gather(1, pos), num_classes, temperature))
+    return torch.cat(out)
