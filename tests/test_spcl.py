@@ -334,7 +334,7 @@ def test_two_epochs_recluster_at_every_epoch_start(tmp_path, monkeypatch):
 
     clustered, drawn, calls = [], [], []
     real_cluster, real_plan, real_kmeans = SPCL.cluster_train_set, PrototypeBatchSampler.plan, spcl_module.kmeans
-    monkeypatch.setattr(spcl_module, "kmeans", lambda x, k, *a: calls.append(tuple(x.shape)) or real_kmeans(x, k, *a))
+    monkeypatch.setattr(spcl_module, "kmeans", lambda x, k, *a, **kw: calls.append(tuple(x.shape)) or real_kmeans(x, k, *a, **kw))
     monkeypatch.setattr(SPCL, "cluster_train_set", lambda self, x: clustered.append(real_cluster(self, x)) or clustered[-1])
     monkeypatch.setattr(PrototypeBatchSampler, "plan", lambda self, a: drawn.append(a.clone()) or real_plan(self, a))
     overrides = TINY_RUN + [f"output_dir={tmp_path}", "method=spcl", "method.num_prototypes=[6]"] + SMALL_HEADS
