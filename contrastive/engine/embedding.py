@@ -62,12 +62,13 @@ def on_rank_zero(method: Method, compute: Callable[[], Any]) -> Any:
     For work that must give every process the same answer and that one process should do
     (faiss k-means over the gathered features: the prototype methods). The other processes wait
     for the result in a gloo group created for this wait, whose timeout is ``cluster_wait_minutes``
-    (configs/train.yaml), not in the run's process group: NCCL's default timeout is 30 minutes,
+    (configs/train.yaml), not in the run's process group (30 minutes: DDPStrategy's default_pg_timeout),
     and PCL v2's ImageNet clustering on faiss-cpu takes ~25 core-hours per epoch (BENCHMARKS.md,
     "k-means at ImageNet size"). Why rank 0 alone rather than every rank computing the same
     k-means: ranks of one machine share its cores, so eight copies of a CPU k-means would each get
     an eighth of them and finish eight times later; on GPUs (faiss with GPU support) rank 0's GPU
-    does it in minutes, as in PCL's released code, while the others wait.
+    does it alone in the time eight copies would take, as in PCL's released code, while the others
+    wait (PCL's 5.8e15 flops per epoch: minutes at tens of TFLOP/s, an estimate: not measured on a GPU).
 
     Args:
         method: The method being trained (attached to a trainer); ``cfg.cluster_wait_minutes``.
