@@ -42,7 +42,9 @@ DDP = [f"trainer.devices={WORLD}", "trainer.strategy=ddp"]
 
 
 def _imagenet_run(out):
-    """Per-process batches seen by ``training_losses`` and the optimizer's (scaled) learning rate."""
+    """Per-process batches seen by ``training_losses``, the optimizer's (scaled) learning rate and the
+    local process count the stream workers divide the cores by."""
+    from contrastive.data.module import local_processes
     from contrastive.engine.run import fit, prepare_run
 
     run = prepare_run(load_config([*TINY_IMAGENET, *DDP, f"output_dir={out}"]))
@@ -57,7 +59,8 @@ def _imagenet_run(out):
 
     run.model.configure_optimizers = configure_and_record
     fit(run)
-    return {**seen, "batch_size": int(run.cfg.batch_size)}
+    return {**seen, "batch_size": int(run.cfg.batch_size), "local_processes": local_processes(run.model.trainer),
+            "LOCAL_WORLD_SIZE": os.environ.get("LOCAL_WORLD_SIZE")}
 
 
 def _spcl_run(out):
@@ -115,6 +118,7 @@ def test_imagenet_preset_trains_each_process_with_its_share_of_the_papers_global
         assert result["batch_size"] == 512 // WORLD
         assert result["batches"] == [512 // WORLD]
         assert result["lr"] == pytest.approx(0.05 * 512 / 256)
+        assert result["local_processes"] == WORLD and result["LOCAL_WORLD_SIZE"] is None  # workers: cores / 2
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 ``trainer.precision``, ``trainer.channels_last``, ``dataset.decoder``, ``dataset.storage``
 and ``trainer.data_on_device`` can be ``auto``; ``global_batch_size`` (a paper's batch over all
 processes) is shared out among the processes when the run starts. The run's ``config.yaml`` keeps what was
-asked; its first log lines and ``env.json`` (``"auto"``) say what was chosen, with the
+asked (but ``batch_size``: the per-process value the run trained with); its first log lines and ``env.json`` (``"auto"``) say what was chosen, with the
 CPU or GPU features the rules read (:mod:`contrastive.core.hardware`). ``data_on_device``
 is decided when the data is set up on the training device, so it is logged and recorded
 when training starts (:class:`RecordDataPlacement`).
