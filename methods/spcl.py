@@ -153,6 +153,12 @@ class SPCL(EpochStateMixin, Method):
     def uses_prototypes(self) -> bool:
         return self.cfg.method.sampler == "prototype" or self.weights["metric"] > 0 or self.weights["prototype"] > 0
 
+    def has_unused_parameters(self) -> bool:
+        """Before ``method.cluster.start_epoch`` no sample has a prototype, so the metric and prototype heads
+        get no gradient (NT-Xent only); DDP must look for them."""
+        late = int(self.cfg.method.cluster.start_epoch) > 0
+        return late and (self.weights["metric"] > 0 or self.weights["prototype"] > 0)
+
     def batch_sampler_factory(self):
         if self.cfg.method.sampler != "prototype":
             return None

@@ -144,12 +144,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
+def run_processes(worker, out, world):
+    """``worker(rank, port, out)`` in ``world`` forked processes; each saves ``out/rank<r>.pt`` (returned, by rank)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # fork with an idle single-thread OpenMP pool
-    ctx = mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False, start_method="fork")
+    ctx = mp.start_processes(worker, args=(_free_port(), str(out)), nprocs=world, join=False, start_method="fork")
     try:
         for _ in range(300):  # at most 300 s
             if ctx.join(timeout=1):
@@ -164,7 +163,13 @@ def ranks(tmp_path_factory):
             if p.is_alive():
                 p.kill()
         torch.set_num_threads(threads)
-    return out, [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(world)]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    return out, run_processes(_worker, out, WORLD)
 
 
 @pytest.fixture(scope="module")

@@ -105,7 +105,8 @@ def _methods():
 
 
 ONE_EPOCH = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "knn.enabled=false", "dataset=synthetic",
-             "dataset.num_train=64", "dataset.num_val=32", "batch_size=32", "trainer.progress_bar=false"]
+             "dataset.num_train=64", "dataset.num_val=32", "batch_size=32", "trainer.progress_bar=false",
+             "global_batch_size=null"]  # the presets' paper batch (over all processes) is not for 64 CPU images
 #: Preset values that cannot hold on 64 CPU images: K=512 prototypes, 4,000 labels, SyncBatchNorm.
 PRESET_SMALL_DATA = {"pimodel": ["method.num_labels=16", "method.labeled_per_batch=4"], "spcl": ["method.num_prototypes=[4]"],
                      "insdis": ["method.num_negatives=32"], "swav": ["method.num_prototypes=8"],

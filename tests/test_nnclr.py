@@ -112,8 +112,8 @@ def test_bad_settings_are_one_line_errors(overrides, message):
 
 def test_presets_compose_with_the_papers_values():
     imagenet = load_config(["experiment=nnclr_imagenet"])
-    assert (imagenet.batch_size, imagenet.method.support_size, imagenet.method.temperature) == (4096, 98304, 0.1)
-    assert (imagenet.optimizer.name, imagenet.optimizer.lr * imagenet.batch_size / 256) == ("lars", 4.8)
+    assert (imagenet.global_batch_size, imagenet.method.support_size, imagenet.method.temperature) == (4096, 98304, 0.1)
+    assert (imagenet.optimizer.name, imagenet.optimizer.lr * imagenet.global_batch_size / 256) == ("lars", 4.8)
     assert (imagenet.method.projection.hidden_dim, imagenet.method.projection.output_dim,
             imagenet.method.predictor.hidden_dim) == (2048, 256, 4096)
     cifar = load_config(["experiment=nnclr_cifar10"])

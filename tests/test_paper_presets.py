@@ -32,7 +32,7 @@ PRESETS = {
     "deepclusterv2_imagenet": {"optimizer.name": "lars", "optimizer.clip_lr": False, **DECAY_ALL},
     # facebookresearch/moco-v3 CONFIG.md "ResNet-50, 100-epoch pre-training" (--moco-m-cos --crop-min=.2) and
     # main_moco.py's defaults; moco/builder.py MoCo_ResNet: a 2-layer projector
-    "mocov3_imagenet": {"trainer.max_epochs": 100, "batch_size": 4096, "optimizer.name": "lars", "optimizer.lr": 0.6,
+    "mocov3_imagenet": {"trainer.max_epochs": 100, "global_batch_size": 4096, "optimizer.name": "lars", "optimizer.lr": 0.6,
                         "optimizer.lr_scaling": "linear", "optimizer.weight_decay": 1e-6, "optimizer.momentum": 0.9,
                         "optimizer.trust_coefficient": 0.001, "optimizer.exclude_bias_and_norm": True,
                         "scheduler.warmup_epochs": 10, "method.momentum.base": 0.99, "method.momentum.final": 1.0,
@@ -42,7 +42,7 @@ PRESETS = {
     # facebookresearch/dino README's ResNet-50 command and main_dino.py's defaults
     "dino_imagenet": {"optimizer.name": "sgd", "optimizer.lr": 0.03, "optimizer.lr_scaling": "linear",
                       "optimizer.momentum": 0.9, "optimizer.weight_decay": 1e-4, "method.weight_decay_start": 1e-4,
-                      "method.weight_decay_end": 1e-4, "optimizer.exclude_bias_and_norm": True, "batch_size": 512,
+                      "method.weight_decay_end": 1e-4, "optimizer.exclude_bias_and_norm": True, "global_batch_size": 512,
                       "trainer.max_epochs": 100, "scheduler.warmup_epochs": 10, "augment.min_scale": 0.14,
                       "augment.multicrop.num_local": 8, "augment.multicrop.size": 96,
                       "augment.multicrop.min_scale": 0.05, "augment.multicrop.max_scale": 0.14,

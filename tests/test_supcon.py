@@ -134,8 +134,8 @@ def test_a_dataset_without_labels_is_an_error(tmp_path):
 
 def test_presets_compose_with_the_papers_values():
     imagenet = load_config(["experiment=supcon_imagenet"])
-    assert (imagenet.batch_size, imagenet.method.temperature, imagenet.trainer.max_epochs) == (6144, 0.1, 350)
+    assert (imagenet.global_batch_size, imagenet.method.temperature, imagenet.trainer.max_epochs) == (6144, 0.1, 350)
     assert imagenet.optimizer.name == "lars" and imagenet.backbone.name == "resnet50"
     cifar = load_config(["experiment=supcon_cifar10"])
-    assert (cifar.batch_size, cifar.optimizer.lr, cifar.method.temperature, cifar.augment.min_scale) == (1024, 0.5, 0.1, 0.2)
+    assert (cifar.global_batch_size, cifar.optimizer.lr, cifar.method.temperature, cifar.augment.min_scale) == (1024, 0.5, 0.1, 0.2)
     assert cifar.method.normalize_representation is False and cifar.method.projection.batch_norm is False

@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader
 
 from contrastive.data.base import DatasetSplits, IndexedBatches, RandomBatchSampler, shard_indices
 from contrastive.data.resume import ResumableLoader, trainer_progress
-from contrastive.data.stream import CropBatches, EpochTagged, EvalBatches, geometric_of, local_crops_of, worker_init
+from contrastive.data.stream import (CropBatches, EpochTagged, EvalBatches, default_workers, geometric_of, local_crops_of,
+                                     worker_init)
 
 BatchSamplerFactory = Callable[[int, int, int, int, int], object]
 
@@ -112,7 +113,7 @@ class ArrayDataModule(pl.LightningDataModule):
         views = model.crops_per_image() - (local.num if local else 0)  # a contrastive Method: one crop per view (ImCLR: per slot)
         dataset = CropBatches(files, self.splits.train.labels, geometric_of(model.augment, files.crop_ratio), views, self.seed,
                               local=local)
-        workers = files.num_workers
+        workers = default_workers(files.num_workers, local_processes(self.trainer))
         return ResumableLoader(dataset, EpochTagged(sampler), progress, **_worker_kwargs(workers, persistent=True))
 
     def eval_loader(self, array, batch_size: Optional[int] = None, rank: int = 0, world: int = 1) -> DataLoader:
@@ -122,13 +123,20 @@ class ArrayDataModule(pl.LightningDataModule):
         sampler = _ShardBatches(len(array), batch_size or self.eval_batch_size, rank, world)
         if array.streamed:
             return DataLoader(EvalBatches(array.images, array.labels), batch_size=None, sampler=sampler,
-                              **_worker_kwargs(array.images.num_workers, persistent=False))
+                              **_worker_kwargs(default_workers(array.images.num_workers, local_processes(self.trainer)),
+                                               persistent=False))
         return DataLoader(IndexedBatches(array), batch_size=None, sampler=sampler)
 
     def val_dataloader(self) -> List[DataLoader]:
         """[labeled train split (the kNN bank), val split]."""
         rank, world = self._rank_world()
         return [self.eval_loader(array, None, rank, world) for array in (self.splits.train_labeled, self.splits.val)]
+
+
+def local_processes(trainer: Optional[pl.Trainer]) -> int:
+    """Training processes on this machine, as Lightning counts them (``Trainer.num_devices``: devices per
+    node); 1 without a trainer (``linear_eval.py``, scripts)."""
+    return 1 if trainer is None else int(trainer.num_devices)
 
 
 def _worker_kwargs(workers: int, persistent: bool) -> dict:

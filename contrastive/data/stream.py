@@ -43,14 +43,21 @@ log = logging.getLogger(__name__)
 STORAGE = ("memory", "stream", "auto")
 
 
-def default_workers(configured: Optional[int]) -> int:
-    """``dataset.num_workers``; ``null``: the cores of this machine shared by its local processes."""
-    if configured is not None:
-        if int(configured) < 0:
-            raise ConfigError(f"dataset.num_workers must be >= 0 or null, got {configured}")
+def check_workers(configured: Optional[int]) -> Optional[int]:
+    """``dataset.num_workers`` as given (``null`` stays None: decided by :func:`default_workers` per process)."""
+    if configured is not None and int(configured) < 0:
+        raise ConfigError(f"dataset.num_workers must be >= 0 or null, got {configured}")
+    return None if configured is None else int(configured)
+
+
+def default_workers(configured: Optional[int], local_processes: int) -> int:
+    """``dataset.num_workers``; ``null``: the cores of this machine shared by its ``local_processes``
+    training processes (Lightning's count, ``Trainer.num_devices``: Lightning's launcher and ``srun``
+    set no ``LOCAL_WORLD_SIZE``)."""
+    if check_workers(configured) is not None:
         return int(configured)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    return max(1, cores // max(1, int(local_processes)))
 
 
 class LazyImages:
@@ -122,7 +129,7 @@ class FileImages(LazyImages):
     resize: Optional[int] = None
     decoder: str = "auto"
     on_bad_image: str = "error"
-    num_workers: int = 0
+    num_workers: Optional[int] = 0  # None: a share of the cores per local process, when the loader is built
     crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3)
 
     def __post_init__(self) -> None:

@@ -1,8 +1,9 @@
 """What ``auto`` chose for a run, and the machine facts that decided it.
 
 ``trainer.precision``, ``trainer.channels_last``, ``dataset.decoder``, ``dataset.storage``
-and ``trainer.data_on_device`` can be ``auto``. The run's ``config.yaml`` keeps what was
-asked; its first log lines and ``env.json`` (``"auto"``) say what was chosen, with the
+and ``trainer.data_on_device`` can be ``auto``; ``global_batch_size`` (a paper's batch over all
+processes) is shared out among the processes when the run starts. The run's ``config.yaml`` keeps what was
+asked (but ``batch_size``: the per-process value the run trained with); its first log lines and ``env.json`` (``"auto"``) say what was chosen, with the
 CPU or GPU features the rules read (:mod:`contrastive.core.hardware`). ``data_on_device``
 is decided when the data is set up on the training device, so it is logged and recorded
 when training starts (:class:`RecordDataPlacement`).
@@ -17,6 +18,7 @@ from typing import Any, Dict
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
+from contrastive.config.batch import describe_batch
 from contrastive.core.hardware import facts, training_device
 from contrastive.data import DatasetSplits
 from contrastive.data.io.decode import resolve_decoder
@@ -26,8 +28,9 @@ from contrastive.engine.trainer import precision
 log = logging.getLogger("contrastive")
 
 
-def auto_choices(cfg: DictConfig, channels_last: bool, splits: DatasetSplits) -> Dict[str, Any]:
-    """``{key: {"requested": ..., "chosen": ...}}`` for every setting that may be ``auto``, plus the device facts.
+def auto_choices(cfg: DictConfig, channels_last: bool, splits: DatasetSplits, processes: int = 1) -> Dict[str, Any]:
+    """``{key: {"requested": ..., "chosen": ...}}`` for every setting that may be ``auto``, plus the device facts,
+    and, when a preset states ``global_batch_size``, the per-process batch it gave for ``processes`` processes.
 
     Raises:
         ConfigError: ``dataset.decoder`` names a decoder this machine cannot use.
@@ -43,6 +46,8 @@ def auto_choices(cfg: DictConfig, channels_last: bool, splits: DatasetSplits) ->
         "dataset.decoder": choice(cfg.dataset.decoder, resolve_decoder(cfg.dataset.decoder)),
         "dataset.storage": choice(cfg.dataset.storage, "stream" if splits.train.streamed else "memory"),
         "trainer.data_on_device": choice(cfg.trainer.data_on_device, None),  # set when the data is set up
+        "global_batch_size": choice(cfg.global_batch_size, None if cfg.global_batch_size is None  # skipped when unset
+                                    else describe_batch(int(cfg.batch_size), processes)),
         "device": device,
         "facts": facts(device),
     }

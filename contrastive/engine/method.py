@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from contrastive.augment.pipelines import EvalTransform
 from contrastive.augment.views import ViewAugments, build_view_augments, multicrop_local_count
 from contrastive.backbones.factory import create_backbone
+from contrastive.config.batch import describe_batch
 from contrastive.core.errors import ConfigError
 from contrastive.core.hardware import resolve_channels_last
 from contrastive.data.batch import ViewBatch
@@ -140,6 +141,11 @@ class Method(pl.LightningModule):
         """Modules the optimizer updates."""
         return [self]
 
+    def has_unused_parameters(self) -> bool:
+        """Whether some training steps leave trainable parameters without a gradient by design (then DDP is built with
+        ``find_unused_parameters=True``, one graph traversal per step: :func:`contrastive.engine.trainer.build_trainer`)."""
+        return False
+
     def configure_model(self) -> None:
         """``trainer.compile=true``: compile the backbone in place (state-dict keys unchanged)."""
         if self.cfg.trainer.compile and not self._compiled:
@@ -209,22 +215,16 @@ class Method(pl.LightningModule):
         return [NonFiniteCallback()] if self.cfg.trainer.on_nonfinite == "error" else []
 
     def configure_optimizers(self) -> Any:
-        world = self.trainer.world_size if self.trainer is not None else 1
-        global_batch = int(self.cfg.batch_size) * world
-        lr = scaled_lr(float(self.cfg.optimizer.lr), global_batch, str(self.cfg.optimizer.lr_scaling))
-        log.info(
-            "learning rate %.4g (base %.4g, %s scaling, global batch %d)",
-            lr, self.cfg.optimizer.lr, self.cfg.optimizer.lr_scaling, global_batch,
-        )
+        world = self.trainer.world_size if self.trainer is not None else 1  # batch_size is per process: scale by the global batch
+        lr = scaled_lr(float(self.cfg.optimizer.lr), int(self.cfg.batch_size) * world, str(self.cfg.optimizer.lr_scaling))
+        log.info("learning rate %.4g (base %.4g, %s scaling, batch %s)", lr, self.cfg.optimizer.lr,
+                 self.cfg.optimizer.lr_scaling, describe_batch(int(self.cfg.batch_size), world))
         optimizer = build_optimizer(self.cfg.optimizer, self.trainable_modules(), lr)
         # Lightning's estimate honours max_epochs, max_steps, limit_train_batches and
         # accumulate_grad_batches: the schedule spans the optimizer steps the run will take.
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        batches = self.trainer.num_training_batches  # set by the estimate above
-        if batches == float("inf"):
-            steps_per_epoch = total_steps
-        else:
-            steps_per_epoch = max(1, -(-int(batches) // int(self.trainer.accumulate_grad_batches)))
+        batches, accumulate = self.trainer.num_training_batches, int(self.trainer.accumulate_grad_batches)  # set by the estimate
+        steps_per_epoch = total_steps if batches == float("inf") else max(1, -(-int(batches) // accumulate))
         schedule = build_scheduler(self.cfg.scheduler, optimizer, steps_per_epoch, total_steps)
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 

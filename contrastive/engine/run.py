@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from contrastive.backbones.factory import check_input_size
+from contrastive.config.batch import per_process_batch
 from contrastive.config.compose import to_yaml
 from contrastive.config.plugins import import_plugins, load_builtin_methods
 from contrastive.core.errors import ConfigError
@@ -39,7 +40,7 @@ from contrastive.engine.method import DataInfo, Method
 from contrastive.engine.optim import validate_optim_config
 from contrastive.engine.plots import plot_training_curves
 from contrastive.engine.tracking import attach_train_log, detach_train_log, finish_loggers, hyperparameters, validate_loggers, write_run_record
-from contrastive.engine.trainer import build_trainer, check_trainer_options
+from contrastive.engine.trainer import build_trainer, check_trainer_options, strategy_for_unused_parameters
 
 log = logging.getLogger("contrastive")
 RUN_DIR_ENV = "CONTRASTIVE_RUN_DIR"  # see _run_dir_for_ddp_processes
@@ -56,15 +57,18 @@ class Run:
     resume_from: Optional[Path]
     overrides: Sequence[str] = ()  # the command line's overrides (recorded in the run folder)
     auto: Dict[str, Any] = field(default_factory=dict)  # what the `auto` settings chose (engine/auto.py)
+    processes: int = 1  # training processes (Lightning's world_size: devices x nodes)
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Checks that need no data: registered names and impossible values."""
+def validate_config(cfg: DictConfig) -> int:
+    """Checks that need no data: registered names and impossible values; sets ``batch_size`` from
+    ``global_batch_size`` for the processes the Trainer will start (:func:`resolve_batch_size`).
+
+    Returns:
+        The number of training processes (Lightning's ``world_size``: devices x nodes)."""
     METHODS.get(cfg.method.name)
     BACKBONES.get(cfg.backbone.name)
     DATASETS.get(cfg.dataset.name)
-    if int(cfg.batch_size) < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     max_steps = int(cfg.trainer.max_steps)
     if int(cfg.trainer.max_epochs) < 1 and not (int(cfg.trainer.max_epochs) == -1 and max_steps > 0):
         raise ConfigError(f"trainer.max_epochs must be >= 1 (or -1 with trainer.max_steps > 0), got {cfg.trainer.max_epochs}")
@@ -81,7 +85,17 @@ def validate_config(cfg: DictConfig) -> None:
                           "set trainer.sync_batchnorm=false on CPU")
     validate_optim_config(cfg.optimizer, cfg.scheduler, int(cfg.trainer.max_epochs))
     validate_loggers(cfg)
-    check_trainer_options(cfg)
+    processes = check_trainer_options(cfg).world_size
+    resolve_batch_size(cfg, processes)
+    if int(cfg.batch_size) < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    return processes
+
+
+def resolve_batch_size(cfg: DictConfig, processes: int) -> None:
+    """Set ``cfg.batch_size`` (per process) from ``global_batch_size`` when a preset states the paper's
+    global batch (:func:`contrastive.config.batch.per_process_batch`); ``processes``: Lightning's world size."""
+    cfg.batch_size = per_process_batch(cfg.batch_size, cfg.global_batch_size, processes)
 
 
 def resolve_resume(cfg: DictConfig, run_dir: Optional[Path] = None, own_folder_only: bool = False) -> Optional[Path]:
@@ -144,7 +158,7 @@ def prepare_run(cfg: DictConfig, run_dir: Optional[Path] = None, overrides: Sequ
     # Installed entry points load only when the run names them (method, backbone or dataset).
     import_plugins(cfg.plugins, names=(cfg.method.name, cfg.backbone.name, cfg.dataset.name))
     load_builtin_methods()
-    validate_config(cfg)
+    processes = validate_config(cfg)
     resume_from = resolve_resume(cfg, run_dir, own_folder_only)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     splits = build_dataset(cfg.dataset)
@@ -160,14 +174,16 @@ def prepare_run(cfg: DictConfig, run_dir: Optional[Path] = None, overrides: Sequ
     method_cls.validate_config(cfg, data)
     model = method_cls(cfg, data)
     check_input_size(model.backbone, *model.input_size())
+    if model.has_unused_parameters():  # a strategy that cannot train it: one line now, not DDP's error at step 2
+        strategy_for_unused_parameters(cfg.trainer.strategy, processes, str(cfg.method.name))
     if resume_from is not None:  # another backbone/width: one error line now, not a size-mismatch traceback later
         check_checkpoint_fits(load_checkpoint(resume_from), model, resume_from)
-    auto = auto_choices(cfg, model.channels_last, splits)
+    auto = auto_choices(cfg, model.channels_last, splits, processes)
     run_dir = _make_run_dir(cfg, resume_from, run_dir)
     if resume_from is not None:
         for name in remove_stale_temp_files(run_dir / "checkpoints"):
             log.info("removed %s, left by a run killed while saving", name)
-    return Run(cfg, model, splits, run_dir, resume_from, tuple(overrides), auto)
+    return Run(cfg, model, splits, run_dir, resume_from, tuple(overrides), auto, processes)
 
 
 def _knn(trainer: pl.Trainer, model: Method, datamodule: ArrayDataModule) -> Optional[float]:
@@ -235,13 +251,14 @@ def _fit(run: Run, rank_zero: bool) -> Dict[str, Any]:
     datamodule = ArrayDataModule(run.splits, int(cfg.batch_size), int(cfg.seed), batch_sampler_factory=model.batch_sampler_factory(),
                                  data_on_device=str(cfg.trainer.data_on_device))
     summary: Dict[str, Any] = {"run_dir": str(run.run_dir), "method": cfg.method.name, "overrides": list(run.overrides)}
-    trainer = build_trainer(cfg, run.run_dir)
+    ddp = {"unused_parameters": model.has_unused_parameters(), "processes": run.processes}
+    trainer = build_trainer(cfg, run.run_dir, **ddp)
     if run.auto:
         trainer.callbacks.append(RecordDataPlacement(run.auto, run.run_dir, run.splits))
     for logger in trainer.loggers:  # the resolved config, visible in TensorBoard/W&B/MLflow/hparams.yaml
         logger.log_hyperparams(hyperparameters(cfg, run.overrides))
     if cfg.knn.enabled and cfg.knn.random_init_baseline and run.resume_from is None:
-        probe = build_trainer(cfg, run.run_dir, logger=False, callbacks=[], enable_progress_bar=False)
+        probe = build_trainer(cfg, run.run_dir, **ddp, logger=False, callbacks=[], enable_progress_bar=False)
         summary["knn_top1_random_init"] = _knn(probe, model, datamodule)
         if trainer.is_global_zero:
             log.info("kNN top-1 at random initialisation: %.2f%%", summary["knn_top1_random_init"])

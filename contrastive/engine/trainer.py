@@ -94,13 +94,17 @@ def _named_key(message: str, keys: List[str]) -> Any:
     return None
 
 
-def check_trainer_options(cfg: DictConfig) -> None:
-    """Let Lightning judge the Trainer arguments now (one line), not after the data is built."""
+def check_trainer_options(cfg: DictConfig) -> pl.Trainer:
+    """Let Lightning judge the Trainer arguments now (one line), not after the data is built.
+
+    Returns:
+        The Trainer Lightning builds from them (not for training): its ``world_size`` is the run's
+        number of processes, its ``num_devices`` the processes on each machine."""
     options = {**trainer_options(cfg), "precision": precision(cfg)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lightning_trainer({**options, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
-                           "enable_model_summary": False})
+        return lightning_trainer({**options, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                                  "enable_model_summary": False})
 
 
 class LossProgressBar(TQDMProgressBar):
@@ -115,8 +119,40 @@ class LossProgressBar(TQDMProgressBar):
         return metrics
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> pl.Trainer:
-    """The Lightning trainer of a run: loggers, checkpoints (last + best kNN), progress bar."""
+#: Lightning's DDP strategies and their ``find_unused_parameters=True`` twins (pytorch_lightning/strategies/ddp.py).
+_FIND_UNUSED = {name: f"{name}_find_unused_parameters_true" for name in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")}
+
+
+def strategy_for_unused_parameters(strategy: Any, processes: int, method: str) -> Any:
+    """``trainer.strategy`` for a method whose steps leave parameters without a gradient by design (SPCL before
+    its first clustering): DDP's reducer raises at the next step unless it looks for them, so a DDP name becomes
+    its ``_find_unused_parameters_true`` twin; ``auto`` on more than one process becomes
+    ``ddp_find_unused_parameters_true`` (Lightning's choice there is ``ddp``). Other strategies are kept.
+
+    Raises:
+        ConfigError: ``trainer.strategy`` asks DDP not to look for them (``..._find_unused_parameters_false``)."""
+    name = str(strategy).lower() if isinstance(strategy, str) else None
+    if name is None or name.endswith("_find_unused_parameters_true"):
+        return strategy
+    if name.endswith("_find_unused_parameters_false"):
+        twin = name.replace("_false", "_true")
+        raise ConfigError(f"trainer.strategy={strategy}: method '{method}' leaves parameters without a gradient in some "
+                          f"steps by design, which DDP then rejects; use trainer.strategy={twin}")
+    if name == "auto":
+        return _FIND_UNUSED["ddp"] if processes > 1 else strategy
+    return _FIND_UNUSED.get(name, strategy)
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, unused_parameters: bool = False, processes: int = 1,
+                  **overrides: Any) -> pl.Trainer:
+    """The Lightning trainer of a run: loggers, checkpoints (last + best kNN), progress bar.
+
+    Args:
+        unused_parameters: The method's :meth:`~contrastive.engine.method.Method.has_unused_parameters`: DDP
+            looks for parameters without a gradient (:func:`strategy_for_unused_parameters`).
+        processes: The run's number of processes (Lightning's ``world_size``).
+        overrides: ``pytorch_lightning.Trainer`` arguments that replace the config's.
+    """
     t = cfg.trainer
     ckpt_dir = run_dir / "checkpoints"
     callbacks = [
@@ -136,6 +172,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> pl.Traine
         enable_model_summary=False,
     )
     kwargs.update(trainer_options(cfg))  # every Trainer argument of the config (trainer.gradient_clip_val, ...)
+    if unused_parameters:
+        kwargs["strategy"] = strategy_for_unused_parameters(kwargs["strategy"], processes, str(cfg.method.name))
     kwargs.update(
         precision=precision(cfg), logger=False if "logger" in overrides else build_loggers(cfg, run_dir), callbacks=callbacks,
         plugins=[AtomicCheckpointIO()], default_root_dir=run_dir, enable_progress_bar=bool(t.progress_bar),

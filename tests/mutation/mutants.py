@@ -200,6 +200,32 @@ def _host_sync_counter_blind(patch):
     patch.setattr(HostSyncCounter, "record", lambda self, kind, name: None)
 
 
+@mutant("global_batch_per_process", "a preset's global_batch_size is taken as every process's batch (8x batch and lr on 8 GPUs)",
+        "tests/test_scale.py::test_prepare_run_shares_the_global_batch_among_lightnings_processes")
+def _global_batch_per_process(patch):
+    from contrastive.config import batch
+
+    replace_everywhere(patch, batch, "per_process_batch", lambda size, total, processes: size if total is None else total)
+
+
+@mutant("stream_workers_from_env", "stream workers divide the cores by LOCAL_WORLD_SIZE, which Lightning's launcher does not set",
+        "tests/test_scale.py::test_stream_workers_share_the_cores_among_lightnings_local_processes")
+def _stream_workers_from_env(patch):
+    from contrastive.data import stream
+
+    workers = stream.default_workers
+    replace_everywhere(patch, stream, "default_workers",
+                       lambda configured, local: workers(configured, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+@mutant("ddp_unused_parameters_undeclared", "SPCL does not declare its heads unused before the first clustering (DDP fails)",
+        "tests/test_scale.py::test_spcl_with_a_late_first_clustering_trains_under_ddp")
+def _ddp_unused_parameters_undeclared(patch):
+    from contrastive.methods.spcl import SPCL
+
+    patch.setattr(SPCL, "has_unused_parameters", lambda self: False)
+
+
 # ---------------------------------------------------------------- the plugin
 _PATCH = pytest.MonkeyPatch()
 

@@ -139,7 +139,7 @@ def main() -> None:
     keys = [] if args.table_only else (select_rows(args.rows, list(rows)) if args.rows else list(rows))
     base = ([*BUDGET] if args.preset == "default" else [o for o in BUDGET if not o.startswith("dataset=")])
     base += [f"trainer.max_epochs={args.epochs}", f"knn.every_n_epochs={args.epochs}", *args.dataset_args]
-    base += [f"batch_size={args.batch_size}"] if args.batch_size else []
+    base += [f"batch_size={args.batch_size}", "global_batch_size=null"] if args.batch_size else []  # per process, presets too
     seeds = [int(s) for s in args.seeds.split(",")] if keys else []
     context = multiprocessing.get_context("spawn")
     for seed in seeds:  # seeds outermost, as benchmarks/harness.py runs them

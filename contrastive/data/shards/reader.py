@@ -107,7 +107,7 @@ class ShardImages(LazyImages):
     resize: Optional[int] = None
     decoder: str = "auto"
     on_bad_image: str = "error"
-    num_workers: int = 0
+    num_workers: Optional[int] = 0  # None: a share of the cores per local process, when the loader is built
     crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3)
     shuffle_window: int = 8
     rows: Optional[List[int]] = None
@@ -189,7 +189,8 @@ def shards(cfg: Any):
         raise DatasetError(f"the classes of '{root / cfg.val_dir}' differ from '{root / cfg.train_dir}': "
                            f"{', '.join(sorted(set(val_classes) ^ set(classes))[:10])}")
     train = ImageArray(train_images, train_labels)
-    log.info("dataset=shards: %d train images in %d shards, %d val images, streamed with %d workers per process",
-             len(train_images), len(train_images.shard_files), len(val_images), train_images.num_workers)
+    log.info("dataset=shards: %d train images in %d shards, %d val images, streamed with %s workers per process",
+             len(train_images), len(train_images.shard_files), len(val_images),
+             "cores / local processes" if train_images.num_workers is None else train_images.num_workers)
     mean, std = tuple(float(m) for m in cfg.mean), tuple(float(s) for s in cfg.std)
     return DatasetSplits(train, train, ImageArray(val_images, val_labels), classes, mean, std)

@@ -132,7 +132,7 @@ class DecodeSettings:
     resize: int  # shorter side before the evaluation center crop
     decoder: str  # the concrete decoder (dataset.decoder=auto resolved on this machine)
     on_bad_image: str
-    num_workers: int  # stream: decoding processes per training process
+    num_workers: Optional[int]  # stream: decoding processes per training process (None: cores / local processes)
     crop_ratio: Tuple[float, float]  # stream: aspect-ratio range of the random-resized crop
 
 
@@ -140,7 +140,7 @@ def decode_settings(cfg: Any) -> DecodeSettings:
     """:class:`DecodeSettings` of a ``dataset`` config; one-line errors name a bad value."""
     from contrastive.data.io.decode import eval_resize, resolve_decoder
     from contrastive.data.io.folders import BAD_IMAGE_POLICIES
-    from contrastive.data.stream import default_workers
+    from contrastive.data.stream import check_workers
 
     size, policy, decoder = int(cfg.image_size), str(cfg.on_bad_image), resolve_decoder(str(cfg.decoder))
     if policy not in BAD_IMAGE_POLICIES:
@@ -149,7 +149,7 @@ def decode_settings(cfg: Any) -> DecodeSettings:
     if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1]:
         raise DatasetError(f"dataset.crop_ratio must be [min, max] with 0 < min <= max, got {list(ratio)}")
     return DecodeSettings(size, eval_resize(size, float(cfg.eval_crop_fraction)), decoder, policy,
-                          default_workers(cfg.num_workers), ratio)
+                          check_workers(cfg.num_workers), ratio)
 
 
 def file_splits(cfg: Any, classes: List[str], train_files: List[Tuple[Path, int]], val_files: List[Tuple[Path, int]],
