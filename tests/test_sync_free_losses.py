@@ -1,0 +1,53 @@
+"""Sync-free rewrites compute what the boolean-mask / data-dependent versions computed: each checked
+against the earlier formulation (written out here) on fixed random inputs, and counted with no host sync."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lightly.utils import dist
+
+from contrastive.engine.host_syncs import HostSyncCounter
+from contrastive.losses.pairwise import view_similarities
+
+
+def _masked_view_similarities(z0, z1, normalize, rank, world, gathered):
+    """SimCLR Table 2's similarities as first written: positives and negatives picked with a boolean mask."""
+    if normalize:
+        z0, z1 = F.normalize(z0, dim=1), F.normalize(z1, dim=1)
+    b = z0.shape[0]
+    z0_all, z1_all = gathered(z0, z1)
+    diag = torch.zeros(b, b * world, dtype=torch.bool)
+    diag[torch.arange(b), torch.arange(b) + rank * b] = True
+    s00, s01, s10, s11 = z0 @ z0_all.T, z0 @ z1_all.T, z1 @ z0_all.T, z1 @ z1_all.T
+    pos = torch.cat([s01[diag], s10[diag]])
+    neg0 = torch.cat([s01[~diag].view(b, -1), s00[~diag].view(b, -1)], 1)
+    neg1 = torch.cat([s10[~diag].view(b, -1), s11[~diag].view(b, -1)], 1)
+    return pos, torch.cat([neg0, neg1])
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("rank, world", [(0, 1), (1, 3)], ids=["one_process", "rank1_of_3"])
+def test_view_similarities_equal_the_masked_version_without_a_host_sync(monkeypatch, normalize, rank, world):
+    g = torch.Generator().manual_seed(rank + 10 * world)
+    z0, z1 = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    others = [[torch.randn(6, 5, generator=g) for _ in range(2)] for _ in range(world - 1)]  # the other processes' views
+    norm = (lambda x: F.normalize(x, dim=1)) if normalize else (lambda x: x)
+
+    def global_view(view, mine):  # view 0 or 1 of the global batch, this process's rows at position `rank`
+        return [norm(o[view]) for o in others[:rank]] + [mine] + [norm(o[view]) for o in others[rank:]]
+
+    def gathered(a, b):
+        return torch.cat(global_view(0, a)), torch.cat(global_view(1, b))
+
+    if world > 1:  # lightly's dist helpers as on `rank` of `world` processes (gather: view 0, then view 1)
+        calls = iter((0, 1))
+        monkeypatch.setattr(dist, "world_size", lambda: world)
+        monkeypatch.setattr(dist, "rank", lambda: rank)
+        monkeypatch.setattr(dist, "gather", lambda x: global_view(next(calls), x))
+    expected = _masked_view_similarities(z0, z1, normalize, rank, world, gathered)
+    counter = HostSyncCounter()
+    with counter:
+        pos, neg = view_similarities(z0, z1, normalize, gather=world > 1)
+    assert counter.total == 0, counter.summary()
+    assert neg.shape == (12, 2 * (6 * world - 1))
+    assert torch.equal(pos, expected[0]) and torch.equal(neg, expected[1])
