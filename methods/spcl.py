@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +101,7 @@ class SPCL(EpochStateMixin, Method):
         # Prototype of every training sample per K; -1 until the first clustering. Checkpointed, not a
         # buffer: DDP would broadcast it every step (contrastive.clustering.assignments).
         self.register_epoch_state("assignments", unassigned(len(self.ks), data.num_train))
+        self._coverage: Tuple[Tuple[int, int], str] = ((-1, -1), "")  # (assignments' identity and version, coverage)
 
     @classmethod
     def validate_config(cls, cfg, data: DataInfo) -> None:
@@ -161,7 +162,11 @@ class SPCL(EpochStateMixin, Method):
         def current():  # read lazily, when the sampler starts an epoch
             return None if bool((self.assignments[0] < 0).any()) else self.assignments[0].cpu()
 
-        return lambda n, bs, seed, rank, world: PrototypeBatchSampler(n, bs, seed, rank, world, current, fraction)
+        def factory(n: int, bs: int, seed: int, rank: int, world: int) -> PrototypeBatchSampler:
+            train = self.trainer.datamodule.splits.train  # batches on the images' device (the host when streamed)
+            device = None if train.streamed else train.images.device
+            return PrototypeBatchSampler(n, bs, seed, rank, world, current, fraction, device=device)
+        return factory
 
     def on_train_epoch_start(self) -> None:
         """Re-cluster the training set (from epoch ``method.cluster.start_epoch`` on).
@@ -232,7 +237,7 @@ class SPCL(EpochStateMixin, Method):
         if self.weights["contrastive"] > 0:
             losses["contrastive"] = self.contrastive_loss(self.projection_head(h0), self.projection_head(h1))
         targets = self.assignments[:, indices.to(self.assignments.device)]  # [num_K, B]
-        if bool((targets >= 0).all()):  # prototype terms once clustered
+        if self.prototypes_assigned(targets):  # prototype terms once clustered
             if self.weights["metric"] > 0:
                 losses["metric"] = self.metric_loss(h0, h1, targets[0])
             if self.weights["prototype"] > 0:
@@ -240,6 +245,22 @@ class SPCL(EpochStateMixin, Method):
                 losses["prototype"] = torch.stack(terms).mean()
         losses["loss"] = sum((self.weights[name] * value for name, value in losses.items()), 0.0 * h0.sum())
         return losses
+
+    def prototypes_assigned(self, targets: torch.Tensor) -> bool:
+        """Whether every sample of the batch has a prototype (``targets`` int64 ``[num_K, B]``, -1 = none).
+
+        The assignments are all -1 (before the first clustering) or all set (k-means), so which is read
+        on the host once each time they change (new clustering, checkpoint, device move), not every step;
+        only prototypes with gaps (``method.prototypes=ground_truth`` with unlabelled images) are
+        checked per batch."""
+        key = (id(self.assignments), self.assignments._version)
+        if self._coverage[0] != key:
+            assigned = self.assignments >= 0
+            coverage = "all" if bool(assigned.all()) else "none" if not bool(assigned.any()) else "some"
+            self._coverage = (key, coverage)
+        if self._coverage[1] == "some":
+            return bool((targets >= 0).all())
+        return self._coverage[1] == "all"
 
     def contrastive_loss(self, z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
         """NT-Xent over the ``2B`` views of this process's batch (negatives from the global batch).
@@ -258,10 +279,11 @@ class SPCL(EpochStateMixin, Method):
         ``P_c`` and one from ``P_\\c`` (view 1). ``c`` is the prototype of the batch's first
         sample: :class:`PrototypeBatchSampler` puts the anchor prototype's members first (with
         ``method.sampler=random`` it is a random sample's prototype)."""
-        anchors, partners, same = prototype_pairs(prototypes, int(prototypes[0]))  # [P] each
+        anchors, partners, same, weights = prototype_pairs(prototypes, prototypes[0])  # [2B] each, weight 1 on the pairs
         f0, f1 = F.normalize(h0, dim=1), F.normalize(h1, dim=1)
-        logits = self.metric_head((f0[anchors] - f1[partners]).abs()).squeeze(1)  # [P]
-        return F.binary_cross_entropy_with_logits(logits.float(), same)
+        logits = self.metric_head((f0[anchors] - f1[partners]).abs()).squeeze(1)  # [2B]: a row-wise head
+        terms = F.binary_cross_entropy_with_logits(logits.float(), same, reduction="none")  # [2B]
+        return (terms * weights).sum() / weights.sum().clamp(min=1.0)  # the mean over the pairs
 
     def prototype_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         m = self.cfg.method

@@ -51,3 +51,40 @@ def test_view_similarities_equal_the_masked_version_without_a_host_sync(monkeypa
     assert counter.total == 0, counter.summary()
     assert neg.shape == (12, 2 * (6 * world - 1))
     assert torch.equal(pos, expected[0]) and torch.equal(neg, expected[1])
+
+
+# ------------------------------------------------------------------ the Π-model's split of a batch
+def _pimodel(labeled_per_batch):
+    from contrastive.config.compose import load_config
+    from contrastive.engine.method import DataInfo
+    from contrastive.methods.pimodel import PiModel
+
+    cfg = load_config(["method=pimodel", "backbone.kwargs.width=4", "batch_size=8", f"method.labeled_per_batch={labeled_per_batch}"])
+    torch.manual_seed(0)
+    return PiModel(cfg, DataInfo(num_classes=4, image_size=16, mean=(0.5,) * 3, std=(0.25,) * 3, num_train=64)).train()
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_pimodel_split_at_labeled_per_batch_equals_the_split_by_labels_without_a_host_sync(k):
+    """A batch of LabeledUnlabeledBatches (3 labelled images first): the fixed split gives the parts, views,
+    targets and losses that the split by ``labels >= 0`` (two nonzero) gives, and no host sync."""
+    fixed, by_labels = _pimodel(3), _pimodel(0)
+    fixed.k = by_labels.k = k
+    images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    labels = torch.tensor([2, 0, 3, -1, -1, -1, -1, -1])
+    counter = HostSyncCounter()
+    with counter:
+        parts = fixed.labeled_parts(labels)
+    assert counter.total == 0, counter.summary()
+    expected = by_labels.labeled_parts(labels)
+    assert all(torch.equal(a, b) for a, b in zip(parts, expected))
+    outputs = []
+    for model in (fixed, by_labels):
+        torch.manual_seed(1)
+        views, _ = model.make_views(images, labels)
+        outputs.append((views, model.training_losses(views, labels, torch.arange(8))))
+    for a, b in zip(outputs[0][0], outputs[1][0]):
+        assert torch.equal(a, b)
+    assert all(torch.equal(outputs[0][1][n], outputs[1][1][n]) for n in ("loss", "supervised", "consistency"))
+    with pytest.raises(RuntimeError, match="labeled_per_batch=3 must hold its labelled images first"):
+        fixed.labeled_parts(labels.flip(0))
