@@ -344,9 +344,11 @@ def test_no_clustering_and_random_batches_before_start_epoch():
     model._trainer = SimpleNamespace(global_rank=0, current_epoch=0)
     model.on_train_epoch_start()  # would fail on the missing datamodule if it clustered
     assert bool((model.assignments < 0).all())
+    train = SimpleNamespace(streamed=False, images=torch.zeros(0, dtype=torch.uint8))  # in memory: batches on its device
+    model._trainer.datamodule = SimpleNamespace(splits=SimpleNamespace(train=train))
     sampler = model.batch_sampler_factory()(40, 8, 0, 0, 1)
     reference = RandomBatchSampler(40, 8, 0)
-    assert list(sampler) == list(reference)
+    assert [b.tolist() for b in sampler] == list(reference)
     losses = model.training_losses(_views(model, 8), None, torch.arange(8))
     assert set(losses) == {"contrastive", "loss"}  # prototype terms wait for the first clustering
     with pytest.raises(ConfigError, match="start_epoch=1 needs method.weights.contrastive > 0"):

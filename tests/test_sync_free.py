@@ -1,5 +1,6 @@
-"""Sync-free rewrites compute what the boolean-mask / data-dependent versions computed: each checked
-against the earlier formulation (written out here) on fixed random inputs, and counted with no host sync."""
+"""Sync-free rewrites compute what the boolean-mask / data-dependent versions computed: each checked against the
+earlier formulation (written out here) on fixed inputs, and counted with no host sync; samplers hand out batches
+without a host sync after the first of the epoch."""
 
 import pytest
 import torch
@@ -88,3 +89,34 @@ def test_pimodel_split_at_labeled_per_batch_equals_the_split_by_labels_without_a
     assert all(torch.equal(outputs[0][1][n], outputs[1][1][n]) for n in ("loss", "supervised", "consistency"))
     with pytest.raises(RuntimeError, match="labeled_per_batch=3 must hold its labelled images first"):
         fixed.labeled_parts(labels.flip(0))
+
+
+# ------------------------------------------------------------------ samplers: one conversion per epoch
+def _samplers(device):
+    from contrastive.data.base import RandomBatchSampler
+    from contrastive.data.samplers.prototype import PrototypeBatchSampler
+    from contrastive.methods.pimodel import LabeledUnlabeledBatches
+
+    mask = torch.arange(48) % 4 == 0
+    assignments = torch.arange(48) % 3
+    return {"random": RandomBatchSampler(48, 8, seed=1, device=device),
+            "labeled_unlabeled": LabeledUnlabeledBatches(mask, 2, 8, seed=1, rank=0, world=1, device=device),
+            "prototype": PrototypeBatchSampler(48, 8, seed=1, assignments=lambda: assignments, device=device)}
+
+
+@pytest.mark.parametrize("kind", ["random", "labeled_unlabeled", "prototype"])
+def test_samplers_give_batches_after_the_first_without_a_host_sync(kind):
+    """Host batches (streamed data: lists for the workers) and device batches (int64 on the images' device) hold the
+    same indices; after the first batch of the epoch (where the epoch's order is converted once) nothing syncs."""
+    host, device = (_samplers(d)[kind] for d in (None, "cpu"))
+    batches = {}
+    for name, sampler in (("host", host), ("device", device)):
+        it = iter(sampler)
+        first = next(it)
+        counter = HostSyncCounter()
+        with counter:
+            rest = list(it)
+        assert counter.total == 0, (name, counter.summary())
+        batches[name] = [first, *rest]
+    assert all(isinstance(b, list) for b in batches["host"]) and all(isinstance(b, torch.Tensor) for b in batches["device"])
+    assert batches["host"] == [b.tolist() for b in batches["device"]] and len(batches["host"]) >= 4
