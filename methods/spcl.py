@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +57,7 @@ from torch import nn
 
 from contrastive.data.samplers.prototype import PrototypeBatchSampler
 from contrastive.core.errors import ConfigError
-from contrastive.clustering.assignments import EpochStateMixin, unassigned
+from contrastive.clustering.assignments import Coverage, EpochStateMixin, unassigned
 from contrastive.clustering.kmeans import align_labels, cluster_stats, kmeans
 from contrastive.clustering.prototype_pairs import prototype_pairs
 from contrastive.metrics.pair_similarity import tp_fn_similarity
@@ -101,7 +101,7 @@ class SPCL(EpochStateMixin, Method):
         # Prototype of every training sample per K; -1 until the first clustering. Checkpointed, not a
         # buffer: DDP would broadcast it every step (contrastive.clustering.assignments).
         self.register_epoch_state("assignments", unassigned(len(self.ks), data.num_train))
-        self._coverage: Tuple[Tuple[int, int], str] = ((-1, -1), "")  # (assignments' identity and version, coverage)
+        self.covered = Coverage()
 
     @classmethod
     def validate_config(cls, cfg, data: DataInfo) -> None:
@@ -237,7 +237,7 @@ class SPCL(EpochStateMixin, Method):
         if self.weights["contrastive"] > 0:
             losses["contrastive"] = self.contrastive_loss(self.projection_head(h0), self.projection_head(h1))
         targets = self.assignments[:, indices.to(self.assignments.device)]  # [num_K, B]
-        if self.prototypes_assigned(targets):  # prototype terms once clustered
+        if self.covered(self.assignments, targets):  # prototype terms once clustered (read on the host once per clustering)
             if self.weights["metric"] > 0:
                 losses["metric"] = self.metric_loss(h0, h1, targets[0])
             if self.weights["prototype"] > 0:
@@ -245,22 +245,6 @@ class SPCL(EpochStateMixin, Method):
                 losses["prototype"] = torch.stack(terms).mean()
         losses["loss"] = sum((self.weights[name] * value for name, value in losses.items()), 0.0 * h0.sum())
         return losses
-
-    def prototypes_assigned(self, targets: torch.Tensor) -> bool:
-        """Whether every sample of the batch has a prototype (``targets`` int64 ``[num_K, B]``, -1 = none).
-
-        The assignments are all -1 (before the first clustering) or all set (k-means), so which is read
-        on the host once each time they change (new clustering, checkpoint, device move), not every step;
-        only prototypes with gaps (``method.prototypes=ground_truth`` with unlabelled images) are
-        checked per batch."""
-        key = (id(self.assignments), self.assignments._version)
-        if self._coverage[0] != key:
-            assigned = self.assignments >= 0
-            coverage = "all" if bool(assigned.all()) else "none" if not bool(assigned.any()) else "some"
-            self._coverage = (key, coverage)
-        if self._coverage[1] == "some":
-            return bool((targets >= 0).all())
-        return self._coverage[1] == "all"
 
     def contrastive_loss(self, z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
         """NT-Xent over the ``2B`` views of this process's batch (negatives from the global batch).
