@@ -63,6 +63,7 @@ from contrastive.clustering.prototype_pairs import prototype_pairs
 from contrastive.metrics.pair_similarity import tp_fn_similarity
 from contrastive.losses.classification import symmetric_cross_entropy
 from contrastive.losses.pairwise import nt_xent_views
+from contrastive.losses.precision import float32
 from contrastive.engine.embedding import embed_split
 from contrastive.engine.method import DataInfo, Method, check_batch_size
 from contrastive.core.registry import METHODS
@@ -241,7 +242,7 @@ class SPCL(EpochStateMixin, Method):
             if self.weights["metric"] > 0:
                 losses["metric"] = self.metric_loss(h0, h1, targets[0])
             if self.weights["prototype"] > 0:
-                terms = [self.prototype_loss(head(h), t) for head, t in zip(self.prototype_heads, targets) for h in (h0, h1)]
+                terms = [self.prototype_loss(float32(head)(h), t) for head, t in zip(self.prototype_heads, targets) for h in (h0, h1)]
                 losses["prototype"] = torch.stack(terms).mean()
         losses["loss"] = sum((self.weights[name] * value for name, value in losses.items()), 0.0 * h0.sum())
         return losses

@@ -65,6 +65,7 @@ def _pimodel(labeled_per_batch):
     return PiModel(cfg, DataInfo(num_classes=4, image_size=16, mean=(0.5,) * 3, std=(0.25,) * 3, num_train=64)).train()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 2])
 def test_pimodel_split_at_labeled_per_batch_equals_the_split_by_labels_without_a_host_sync(k):
     """A batch of LabeledUnlabeledBatches (3 labelled images first): the fixed split gives the parts, views,
