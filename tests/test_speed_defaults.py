@@ -197,7 +197,7 @@ def _count_steps(trainer, counter: HostSyncCounter, monkeypatch) -> dict:
     return steps
 
 
-def _run_counted(name, tmp_path, monkeypatch, data_overrides=()):
+def _run_counted(name, tmp_path, monkeypatch, data_overrides=(), extra=()):
     """4 steps of method ``name`` (data, augmentation, step, optimizer as its YAML picks, hooks); steps 2-4 counted."""
     from pytorch_lightning.loggers import CSVLogger
 
@@ -209,7 +209,7 @@ def _run_counted(name, tmp_path, monkeypatch, data_overrides=()):
     batch = 16
     overrides = FAST + [f"output_dir={tmp_path}", f"method={name}", f"dataset.num_train={STEPS * batch}", "dataset.num_val=16",
                         f"batch_size={batch}", "backbone.kwargs.width=4", "knn.enabled=false",
-                        *SMALL_HEADS.get(name, []), *EXTRA.get(name, [])]
+                        *SMALL_HEADS.get(name, []), *EXTRA.get(name, []), *extra]
     if data_overrides:  # another dataset: the embedded one's sizes do not apply
         overrides = [o for o in overrides if not o.startswith(("dataset.num_train", "dataset.num_val"))] + list(data_overrides)
     run = prepare_run(load_config(overrides))
@@ -234,6 +234,14 @@ def test_training_step_makes_no_host_sync_between_logging_intervals(name, tmp_pa
     counter, run = _run_counted(name, tmp_path, monkeypatch)
     assert not run.splits.train.streamed
     assert counter.total == KNOWN_SYNCS.get(name, 0) * 3, counter.summary()
+
+
+@pytest.mark.slow
+def test_training_step_with_clipped_lars_makes_no_host_sync(tmp_path, monkeypatch):
+    """No method's YAML picks LARS with LARC clipping (optimizer.clip_lr=true): SimCLR's whole step with it."""
+    counter, run = _run_counted("simclr", tmp_path, monkeypatch, extra=["optimizer.clip_lr=true"])
+    assert type(run.model.trainer.optimizers[0]).__name__ == "ClippedLARS"
+    assert counter.total == 0, counter.summary()
 
 
 #: Streamed data: images decoded and cropped in DataLoader workers; the main process's part of the step counts
