@@ -77,7 +77,7 @@ def test_the_comparison_can_fail_without_the_helper():
 def test_helper_passes_through_outside_autocast_and_keeps_gradients():
     a = torch.randn(3, 4, requires_grad=True)
     b = torch.randn(5, 4, dtype=torch.bfloat16)
-    assert autocast_devices(a, [b]) == set()
+    assert autocast_devices(a, [b]) == set() and autocast_devices(torch.zeros(1, device="meta")) == set()  # meta: no autocast
     out = float32(lambda x, y: x @ y.t())(a, b.float())  # outside autocast: called unchanged
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert autocast_devices(a, [b]) == {"cpu"}

@@ -46,7 +46,7 @@ def _to_float32(value: Any) -> Any:
 def autocast_devices(*values: Any) -> Set[str]:
     """The device types of the tensors in ``values`` on which autocast is enabled now."""
     types = {t.device.type for t in _tensors(values)}
-    return {d for d in types if torch.is_autocast_enabled(d)}
+    return {d for d in types if torch.amp.is_autocast_available(d) and torch.is_autocast_enabled(d)}  # meta: no autocast
 
 
 def float32(fn: F) -> F:
