@@ -18,6 +18,7 @@ from lightly.models.modules import BarlowTwinsProjectionHead
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
 from contrastive.engine.method import DataInfo, Method, check_batch_size
+from contrastive.losses.precision import float32
 
 
 @METHODS.register("barlowtwins")
@@ -39,4 +40,4 @@ class BarlowTwins(Method):
 
     def training_losses(self, views: List[torch.Tensor], labels, indices) -> Dict[str, torch.Tensor]:
         z0, z1 = (self.projection_head(self.backbone(v)).float() for v in views[:2])  # [B, d] each
-        return {"loss": self.criterion(z0, z1)}
+        return {"loss": float32(self.criterion)(z0, z1)}  # the cross-correlation in float32 under autocast

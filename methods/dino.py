@@ -27,6 +27,7 @@ from contrastive.core.registry import METHODS
 from contrastive.engine.method import DataInfo
 from contrastive.engine.momentum import MomentumMethod
 from contrastive.engine.schedules import cosine_ramp, linear_warmup
+from contrastive.losses.precision import float32
 
 
 @METHODS.register("dino")
@@ -71,7 +72,7 @@ class DINO(MomentumMethod):
         with torch.no_grad():
             teacher = [self.momentum[1](self.momentum[0](v)).float() for v in views[:2]]  # 2 x [B, K]
         student = [self.projection_head(self.backbone(v)).float() for v in views]  # (2 + N) x [B, K]
-        loss = self.criterion(teacher, student, teacher_temp=self.teacher_temperature())
+        loss = float32(self.criterion)(teacher, student, teacher_temp=self.teacher_temperature())  # its einsum in float32
         return {"loss": loss}
 
     def on_after_backward(self) -> None:

@@ -38,7 +38,7 @@ ones cycle).
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -72,16 +72,22 @@ class LabeledUnlabeledBatches:
     """Batches of ``labeled`` labelled + ``batch_size - labeled`` unlabelled indices per process.
 
     An epoch is one pass over a permutation (``seed + epoch``) of the unlabelled indices; the
-    labelled ones are taken from a repeated permutation. Each process takes its own slice.
+    labelled ones are taken from a repeated permutation. Each process takes its own slice. A batch
+    holds its ``labeled`` labelled indices first (the Π-model splits it there without reading the
+    labels on the host). With ``device`` the epoch's order is moved there once and a batch is an
+    int64 tensor on that device (no host-to-device copy per step); without, a list of ints (the
+    epoch's order made lists once: no tensor operation per step).
     """
 
-    def __init__(self, mask: Tensor, labeled: int, batch_size: int, seed: int, rank: int, world: int) -> None:
+    def __init__(self, mask: Tensor, labeled: int, batch_size: int, seed: int, rank: int, world: int,
+                 device: Optional[torch.device] = None) -> None:
         self.lab, self.unl = torch.nonzero(mask).flatten(), torch.nonzero(~mask).flatten()
         self.labeled, self.unlabeled = labeled, batch_size - labeled
         if len(self.lab) == 0 or len(self.unl) < self.unlabeled * world:
             raise ConfigError(f"method.labeled_per_batch={labeled} needs labelled images and at least "
                               f"{self.unlabeled * world} unlabelled ones, got {len(self.lab)} and {len(self.unl)}")
         self.seed, self.rank, self.world, self.epoch = seed, rank, world, 0
+        self.device = device
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -89,16 +95,20 @@ class LabeledUnlabeledBatches:
     def __len__(self) -> int:
         return len(self.unl) // (self.unlabeled * self.world)
 
-    def __iter__(self) -> Iterator[List[int]]:
+    def __iter__(self) -> Iterator[Union[Tensor, List[int]]]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         unl = self.unl[torch.randperm(len(self.unl), generator=g)]
         need = len(self) * self.labeled * self.world
         reps = -(-need // len(self.lab))
         lab = torch.cat([self.lab[torch.randperm(len(self.lab), generator=g)] for _ in range(reps)])
+        join = torch.cat if self.device is not None else (lambda parts: parts[0] + parts[1])
+        if self.device is not None:
+            lab, unl = lab.to(self.device), unl.to(self.device)  # once per epoch
+        else:
+            lab, unl = lab.tolist(), unl.tolist()
         for b in range(len(self)):
             i = b * self.world + self.rank
-            yield (lab[i * self.labeled:(i + 1) * self.labeled].tolist()
-                   + unl[i * self.unlabeled:(i + 1) * self.unlabeled].tolist())
+            yield join([lab[i * self.labeled:(i + 1) * self.labeled], unl[i * self.unlabeled:(i + 1) * self.unlabeled]])
 
 
 @METHODS.register("pimodel")
@@ -149,7 +159,12 @@ class PiModel(ClassifierMethod):
         labeled = int(self.cfg.method.labeled_per_batch)
         if labeled == 0:
             return None
-        return lambda n, bs, seed, rank, world: LabeledUnlabeledBatches(self.labeled_mask.cpu(), labeled, bs, seed, rank, world)
+
+        def factory(n: int, bs: int, seed: int, rank: int, world: int) -> LabeledUnlabeledBatches:
+            train = self.trainer.datamodule.splits.train  # batches on the images' device (the host when streamed)
+            device = None if train.streamed else train.images.device
+            return LabeledUnlabeledBatches(self.labeled_mask.cpu(), labeled, bs, seed, rank, world, device)
+        return factory
 
     # ---------------------------------------------------------------- training
     def crops_per_image(self) -> int:
@@ -169,14 +184,29 @@ class PiModel(ClassifierMethod):
         """Returns ``(labelled input, its soft targets, unlabelled input pass 1, pass 2)`` and the
         labels; the parts are split by ``labels >= 0`` (``training_losses`` re-checks the mask)."""
         labels = batch.labels
-        lab = torch.nonzero(labels >= 0).flatten()  # [Bl]
-        unl = torch.nonzero(labels < 0).flatten()  # [Bu]
+        lab, unl = self.labeled_parts(labels)  # [Bl], [Bu]
         idx_lab, idx_unl = (self.slot_indices(part) if len(part) else part for part in (lab, unl))  # [k*Bp] each
         x_lab = self.stacked_input(batch, idx_lab)  # [Bl, 3, kS, S]
         targets = one_hot(labels.index_select(0, idx_lab).clamp(min=0), self.num_classes)  # [k*Bl, C]
         targets = targets.view(self.k, len(lab), self.num_classes).mean(0)  # [Bl, C]
         x_u1, x_u2 = self.stacked_input(batch, idx_unl, 0), self.stacked_input(batch, idx_unl, 1)  # [Bu, 3, kS, S] x 2
         return (x_lab, targets, x_u1, x_u2), labels
+
+    def labeled_parts(self, labels: Tensor) -> Tuple[Tensor, Tensor]:
+        """Batch rows of the labelled (``labels >= 0``) and the unlabelled images, int64 ``[Bl]``, ``[Bu]``.
+
+        With ``method.labeled_per_batch=L`` in training, :class:`LabeledUnlabeledBatches` puts the ``L``
+        labelled images first: the parts are ``0..L-1`` and ``L..B-1`` (fixed sizes, no host sync), and a
+        batch not laid out so stops the run (checked on the device, without waiting for it). Otherwise
+        their sizes depend on the labels: two ``nonzero`` (host syncs).
+        """
+        b, first = labels.shape[0], int(self.cfg.method.labeled_per_batch)
+        if first > 0 and self.training:
+            torch._assert_async(((labels[:first] >= 0).all() & (labels[first:] < 0).all()),
+                                f"a Π-model batch with method.labeled_per_batch={first} must hold its labelled images first")
+            rows = torch.arange(b, device=labels.device)
+            return rows[:first], rows[first:]
+        return torch.nonzero(labels >= 0).flatten(), torch.nonzero(labels < 0).flatten()
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels, indices = batch

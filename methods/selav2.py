@@ -32,7 +32,7 @@ from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
 from contrastive.engine.embedding import embed_split, on_rank_zero
 from contrastive.engine.method import DataInfo, Method, check_batch_size
-from contrastive.losses.clustering import prototype_cross_entropy
+from contrastive.losses.clustering import prototype_cross_entropy, prototype_scores
 from contrastive.memory.feature_bank import FeatureBank
 from contrastive.memory.queue import gather_keys
 
@@ -120,7 +120,7 @@ class SeLaV2(EpochStateMixin, Method):
         z = [self.project(v) for v in views]  # (2 + N) x [B, d]
         targets = self.assignments[:, indices.to(self.assignments.device)]  # [H, B]
         t = float(self.cfg.method.temperature)
-        loss = torch.stack([prototype_cross_entropy([head(zi) for zi in z], target, t)
+        loss = torch.stack([prototype_cross_entropy([prototype_scores(zi, head.weight) for zi in z], target, t)
                             for head, target in zip(self.prototypes, targets)]).mean()
         with torch.no_grad():  # this step's global crops replace the images' memory rows
             self.memory.update(gather_keys(indices.to(z[0].device)), gather_keys(torch.cat(z[:2], dim=1).detach()))

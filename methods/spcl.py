@@ -57,13 +57,23 @@ from torch import nn
 
 from contrastive.data.samplers.prototype import PrototypeBatchSampler
 from contrastive.core.errors import ConfigError
+<<<<<<< HEAD
 from contrastive.clustering.assignments import EpochStateMixin, unassigned
 from contrastive.clustering.kmeans import align_labels, cluster_stats, faiss_gpu_device, kmeans
+=======
+from contrastive.clustering.assignments import Coverage, EpochStateMixin, unassigned
+from contrastive.clustering.kmeans import align_labels, cluster_stats, kmeans
+>>>>>>> syncs
 from contrastive.clustering.prototype_pairs import prototype_pairs
 from contrastive.metrics.pair_similarity import tp_fn_similarity
 from contrastive.losses.classification import symmetric_cross_entropy
 from contrastive.losses.pairwise import nt_xent_views
+<<<<<<< HEAD
 from contrastive.engine.embedding import embed_split, on_rank_zero
+=======
+from contrastive.losses.precision import float32
+from contrastive.engine.embedding import embed_split
+>>>>>>> syncs
 from contrastive.engine.method import DataInfo, Method, check_batch_size
 from contrastive.core.registry import METHODS
 
@@ -101,6 +111,7 @@ class SPCL(EpochStateMixin, Method):
         # Prototype of every training sample per K; -1 until the first clustering. Checkpointed, not a
         # buffer: DDP would broadcast it every step (contrastive.clustering.assignments).
         self.register_epoch_state("assignments", unassigned(len(self.ks), data.num_train))
+        self.covered = Coverage()
 
     @classmethod
     def validate_config(cls, cfg, data: DataInfo) -> None:
@@ -167,7 +178,11 @@ class SPCL(EpochStateMixin, Method):
         def current():  # read lazily, when the sampler starts an epoch
             return None if bool((self.assignments[0] < 0).any()) else self.assignments[0].cpu()
 
-        return lambda n, bs, seed, rank, world: PrototypeBatchSampler(n, bs, seed, rank, world, current, fraction)
+        def factory(n: int, bs: int, seed: int, rank: int, world: int) -> PrototypeBatchSampler:
+            train = self.trainer.datamodule.splits.train  # batches on the images' device (the host when streamed)
+            device = None if train.streamed else train.images.device
+            return PrototypeBatchSampler(n, bs, seed, rank, world, current, fraction, device=device)
+        return factory
 
     def on_train_epoch_start(self) -> None:
         """Re-cluster the training set (from epoch ``method.cluster.start_epoch`` on).
@@ -239,11 +254,11 @@ class SPCL(EpochStateMixin, Method):
         if self.weights["contrastive"] > 0:
             losses["contrastive"] = self.contrastive_loss(self.projection_head(h0), self.projection_head(h1))
         targets = self.assignments[:, indices.to(self.assignments.device)]  # [num_K, B]
-        if bool((targets >= 0).all()):  # prototype terms once clustered
+        if self.covered(self.assignments, targets):  # prototype terms once clustered (read on the host once per clustering)
             if self.weights["metric"] > 0:
                 losses["metric"] = self.metric_loss(h0, h1, targets[0])
             if self.weights["prototype"] > 0:
-                terms = [self.prototype_loss(head(h), t) for head, t in zip(self.prototype_heads, targets) for h in (h0, h1)]
+                terms = [self.prototype_loss(float32(head)(h), t) for head, t in zip(self.prototype_heads, targets) for h in (h0, h1)]
                 losses["prototype"] = torch.stack(terms).mean()
         losses["loss"] = sum((self.weights[name] * value for name, value in losses.items()), 0.0 * h0.sum())
         return losses
@@ -265,10 +280,11 @@ class SPCL(EpochStateMixin, Method):
         ``P_c`` and one from ``P_\\c`` (view 1). ``c`` is the prototype of the batch's first
         sample: :class:`PrototypeBatchSampler` puts the anchor prototype's members first (with
         ``method.sampler=random`` it is a random sample's prototype)."""
-        anchors, partners, same = prototype_pairs(prototypes, int(prototypes[0]))  # [P] each
+        anchors, partners, same, weights = prototype_pairs(prototypes, prototypes[0])  # [2B] each, weight 1 on the pairs
         f0, f1 = F.normalize(h0, dim=1), F.normalize(h1, dim=1)
-        logits = self.metric_head((f0[anchors] - f1[partners]).abs()).squeeze(1)  # [P]
-        return F.binary_cross_entropy_with_logits(logits.float(), same)
+        logits = self.metric_head((f0[anchors] - f1[partners]).abs()).squeeze(1)  # [2B]: a row-wise head
+        terms = F.binary_cross_entropy_with_logits(logits.float(), same, reduction="none")  # [2B]
+        return (terms * weights).sum() / weights.sum().clamp(min=1.0)  # the mean over the pairs
 
     def prototype_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         m = self.cfg.method

@@ -27,6 +27,8 @@ from torch import nn
 from contrastive.core.errors import ConfigError
 from contrastive.core.registry import METHODS
 from contrastive.engine.method import DataInfo, Method, check_batch_size
+from contrastive.losses.clustering import prototype_scores
+from contrastive.losses.precision import float32
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ class SwAV(Method):
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         """Prototype scores ``[B, K]`` of l2-normalised projections."""
         z = F.normalize(self.projection_head(self.backbone(images)), dim=1)  # [B, d]
-        return self.prototypes(z)  # [B, K]
+        return prototype_scores(z, self.prototypes.weight)  # [B, K], float32 under autocast too
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
@@ -87,7 +89,7 @@ class SwAV(Method):
     def training_losses(self, views: List[torch.Tensor], labels, indices) -> Dict[str, torch.Tensor]:
         self.normalize_prototypes()
         scores = [self.scores(v).float() for v in views]  # (2 + N) x [B, K]
-        return {"loss": self.criterion(scores[:2], scores[2:]).reshape(())}  # lightly returns [1]
+        return {"loss": float32(self.criterion)(scores[:2], scores[2:]).reshape(())}  # lightly returns [1]
 
     def on_after_backward(self) -> None:
         if self.current_epoch < int(self.cfg.method.freeze_prototypes_epochs):

@@ -92,9 +92,9 @@ def test_paired_sampler_rampup_and_bad_values():
     mask = torch.zeros(40, dtype=torch.bool)
     mask[:6] = True
     sampler = LabeledUnlabeledBatches(mask, labeled=2, batch_size=6, seed=0, rank=0, world=1)
-    batches = list(sampler)
+    batches = list(sampler)  # lists of ints (no device), the labelled indices first
     assert len(batches) == len(sampler) == 34 // 4
-    assert all(sum(mask[i] for i in b) == 2 and len(b) == 6 for b in batches)
+    assert all([bool(mask[i]) for i in b] == [True] * 2 + [False] * 4 for b in batches)
     unl = [i for b in batches for i in b if not mask[i]]
     assert len(set(unl)) == len(unl)  # each unlabelled image at most once per epoch
     assert rampup(0, 100) == pytest.approx(float(torch.exp(torch.tensor(-5.0))))

@@ -129,7 +129,7 @@ def test_prototype_pairs_anchor_only_on_the_anchor_prototype_with_one_positive_a
     protos = torch.tensor([2, 0, 2, 1, 1, 2, 0, 2])  # anchor prototype c = 2: members 0, 2, 5, 7
     members = {0, 2, 5, 7}
     for seed in range(5):
-        anchors, partners, labels = prototype_pairs(protos, 2, generator=torch.Generator().manual_seed(seed))
+        anchors, partners, labels = _pairs(protos, 2, generator=torch.Generator().manual_seed(seed))
         assert len(anchors) == 2 * len(members)
         pos, neg = slice(0, len(members)), slice(len(members), None)
         assert set(anchors[pos].tolist()) == members and sorted(anchors[neg].tolist()) == sorted(anchors[pos].tolist())
@@ -138,11 +138,37 @@ def test_prototype_pairs_anchor_only_on_the_anchor_prototype_with_one_positive_a
             assert int(protos[p]) == 2 and p != a  # one other member of P_c
         assert all(int(protos[p]) != 2 for p in partners[neg].tolist())  # one member of P_\c (another prototype)
         assert labels.tolist() == [1.0] * 4 + [0.0] * 4
-    a, p, y = prototype_pairs(torch.tensor([1, 0, 0]), 1)
+    a, p, y = _pairs(torch.tensor([1, 0, 0]), 1)
     assert a.tolist() == [0, 0] and p[0] == 0 and p[1] in (1, 2) and y.tolist() == [1.0, 0.0]  # alone: its other view
-    a, p, y = prototype_pairs(torch.tensor([3, 3, 3]), 3)
+    a, p, y = _pairs(torch.tensor([3, 3, 3]), 3)
     assert len(a) == 3 and y.tolist() == [1.0] * 3  # the whole batch is P_c: no negative exists
-    assert len(prototype_pairs(torch.tensor([0, 1]), 5)[0]) == 0
+    assert len(_pairs(torch.tensor([0, 1]), 5)[0]) == 0
+    assert [len(t) for t in prototype_pairs(torch.tensor([0, 1]), 5)] == [4] * 4  # fixed shapes: [2B] each, weights 0
+
+
+def _pairs(prototypes, anchor, generator=None):
+    """The pairs themselves: the rows of weight 1 (positives first, then negatives)."""
+    anchors, partners, labels, weights = prototype_pairs(prototypes, anchor, generator)
+    keep = weights > 0
+    return anchors[keep], partners[keep], labels[keep]
+
+
+def test_prototype_pair_partners_are_uniform_over_the_candidates_and_drawn_without_a_host_sync():
+    from contrastive.engine.host_syncs import HostSyncCounter
+
+    protos = torch.tensor([2, 0, 2, 1, 1, 2, 0, 2])  # P_c = {0, 2, 5, 7}, P_\c = {1, 3, 4, 6}
+    g, counts = torch.Generator().manual_seed(0), torch.zeros(2, 8, 8)
+    counter = HostSyncCounter()
+    with counter:
+        prototype_pairs(protos, protos[0], g)  # the anchor read on the device
+    assert counter.total == 0, counter.summary()
+    for _ in range(400):
+        _, partners, _, _ = prototype_pairs(protos, protos[0], g)
+        counts[0, torch.arange(8), partners[:8]] += 1
+        counts[1, torch.arange(8), partners[8:]] += 1
+    for i in (0, 2, 5, 7):  # each other member (3) about 133 times, each other-prototype sample (4) about 100
+        assert all(95 < counts[0, i, j] < 175 for j in {0, 2, 5, 7} - {i}), counts[0, i]
+        assert all(65 < counts[1, i, j] < 135 for j in (1, 3, 4, 6)), counts[1, i]
 
 
 def test_symmetric_cross_entropy_by_hand():
@@ -209,7 +235,7 @@ def test_metric_loss_is_bce_of_the_pair_head_on_the_anchor_prototype_pairs():
     torch.manual_seed(5)
     loss = model.metric_loss(h0, h1, protos)
     torch.manual_seed(5)
-    anchors, partners, labels = prototype_pairs(protos, 1)
+    anchors, partners, labels = _pairs(protos, 1)
     assert set(anchors.tolist()) == {0, 2, 3} and labels.tolist() == [1.0] * 3 + [0.0] * 3
     logits = model.metric_head((F.normalize(h0, dim=1)[anchors] - F.normalize(h1, dim=1)[partners]).abs()).squeeze(1)
     p = logits.sigmoid()
@@ -319,9 +345,11 @@ def test_no_clustering_and_random_batches_before_start_epoch():
     model._trainer = SimpleNamespace(global_rank=0, current_epoch=0)
     model.on_train_epoch_start()  # would fail on the missing datamodule if it clustered
     assert bool((model.assignments < 0).all())
+    train = SimpleNamespace(streamed=False, images=torch.zeros(0, dtype=torch.uint8))  # in memory: batches on its device
+    model._trainer.datamodule = SimpleNamespace(splits=SimpleNamespace(train=train))
     sampler = model.batch_sampler_factory()(40, 8, 0, 0, 1)
     reference = RandomBatchSampler(40, 8, 0)
-    assert list(sampler) == list(reference)
+    assert [b.tolist() for b in sampler] == list(reference)
     losses = model.training_losses(_views(model, 8), None, torch.arange(8))
     assert set(losses) == {"contrastive", "loss"}  # prototype terms wait for the first clustering
     with pytest.raises(ConfigError, match="start_epoch=1 needs method.weights.contrastive > 0"):

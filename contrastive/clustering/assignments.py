@@ -88,3 +88,32 @@ class EpochStateMixin:
 def unassigned(num_clusterings: int, num_samples: int) -> torch.Tensor:
     """The assignments before the first clustering: int64 ``[num_clusterings, num_samples]`` of ``-1``."""
     return torch.full((num_clusterings, num_samples), -1, dtype=torch.long)
+
+
+class Coverage:
+    """Whether every sample has a cluster (``assignments >= 0``), read on the host once per change.
+
+    Assignments are all -1 (before the first clustering) or all set (k-means): which of the two is
+    read once each time the table changes (its identity and in-place version: a new clustering, a
+    loaded checkpoint, a device move), not every training step. A table with gaps (dataset labels
+    with unlabelled images) is checked per batch.
+
+    Example:
+        >>> covered = Coverage()
+        >>> table = unassigned(1, 4)
+        >>> covered(table, table[:, :2]), covered(table.fill_(1), table[:, :2])
+        (False, True)
+    """
+
+    def __init__(self) -> None:
+        self.key, self.value = (-1, -1), ""
+
+    def __call__(self, assignments: torch.Tensor, targets: torch.Tensor) -> bool:
+        """Whether this batch's ``targets`` (int64, a selection of ``assignments``' columns) are all assigned."""
+        key = (id(assignments), assignments._version)
+        if self.key != key:
+            assigned = assignments >= 0
+            self.key, self.value = key, "all" if bool(assigned.all()) else "none" if not bool(assigned.any()) else "some"
+        if self.value == "some":
+            return bool((targets >= 0).all())
+        return self.value == "all"

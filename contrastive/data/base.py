@@ -117,7 +117,8 @@ class RandomBatchSampler:
         shuffle: Shuffle (training) or keep order (evaluation).
         drop_last: Drop the incomplete last global batch (training; keeps BN and the
             contrastive loss on full batches).
-        device: ``None``: batches are lists of ints. A device: the epoch's permutation is
+        device: ``None``: batches are lists of ints, slices of the epoch's permutation made a list once
+            per epoch (no tensor operation per step). A device: the epoch's permutation is
             moved there once per epoch and batches are int64 slices of it, so that a batch
             of images held on the GPU is gathered without a host-to-device copy (which
             waits for the device) every step.
@@ -162,13 +163,13 @@ class RandomBatchSampler:
         return self._global_batches()
 
     def __iter__(self) -> Iterator[List[int] | torch.Tensor]:
-        order = self._order() if self.device is None else self._order().to(self.device)
+        order = self._order().tolist() if self.device is None else self._order().to(self.device)  # once per epoch
         global_batch = self.batch_size * self.world_size
         for b in range(self._global_batches()):
             chunk = order[b * global_batch : (b + 1) * global_batch]
             local = chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
             if len(local):
-                yield local.tolist() if self.device is None else local
+                yield local
 
 
 def shard_indices(num_samples: int, rank: int, world_size: int) -> torch.Tensor:

@@ -10,9 +10,19 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from contrastive.losses.precision import float32
+
 Tensor = torch.Tensor
 
 
+@float32
+def prototype_scores(z: Tensor, prototypes: Tensor) -> Tensor:
+    """Scores ``z . c`` ``[B, K]`` of embeddings ``z [B, d]`` against prototypes ``c [K, d]``, in float32
+    under autocast too (see :mod:`contrastive.losses.precision`). Gradients reach both."""
+    return z @ prototypes.t()
+
+
+@float32
 def prototype_cross_entropy(scores: Sequence[Tensor], targets: Tensor, temperature: float) -> Tensor:
     """DeepCluster v2 (Caron et al. 2020, SwAV Appendix): every crop predicts its image's k-means
     cluster, ``-log softmax(z . c / t)[cluster]`` with ``z`` and the centroids ``c`` l2-normalised.
@@ -29,6 +39,7 @@ def prototype_cross_entropy(scores: Sequence[Tensor], targets: Tensor, temperatu
     return torch.stack(terms).mean()
 
 
+@float32
 def proto_nce(query: Tensor, centroids: Tensor, concentration: Tensor, targets: Tensor,
               negatives: Tensor, valid: Optional[Tensor] = None) -> Tensor:
     """PCL's ProtoNCE term for one clustering (Li et al. 2021, Eq. 6, the prototype part), as its

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from contrastive.losses.precision import float32
+
 Tensor = torch.Tensor
 
 
@@ -31,6 +33,7 @@ def draw_negatives(indices: Tensor, size: int, count: int, generator: torch.Gene
     return draws + (draws >= indices.unsqueeze(1)).long()
 
 
+@float32
 def bank_info_nce(query: Tensor, positive: Tensor, bank: Tensor, negatives: Tensor, temperature: float) -> Tensor:
     """``-log exp(q.m_i/t) / (exp(q.m_i/t) + sum_{j in N_i} exp(q.m_j/t))``, mean over the batch.
 

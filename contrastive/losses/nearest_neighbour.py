@@ -17,9 +17,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from contrastive.losses.precision import float32
+
 Tensor = torch.Tensor
 
 
+@float32
 def nearest_neighbours(queries: Tensor, support: Tensor) -> Tensor:
     """``NN(z, Q) = argmin_{q in Q} ||z - q||``: for each l2-normalised query ``[B, D]`` the row of the
     l2-normalised ``support`` ``[K, D]`` with the largest dot product (the same argmin on the sphere),
@@ -29,6 +32,7 @@ def nearest_neighbours(queries: Tensor, support: Tensor) -> Tensor:
         return support.index_select(0, index)
 
 
+@float32
 def nnclr_info_nce(neighbours: Tensor, predictions: Tensor, temperature: float, gather: bool = False) -> Tensor:
     """One direction of NNCLR's loss: cross-entropy of ``NN(z_i) . p_k^+ / t`` over ``k`` with the target ``k = i``.
 

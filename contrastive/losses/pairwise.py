@@ -13,10 +13,21 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from contrastive.losses.precision import float32
+
 Tensor = torch.Tensor
 
 
 # ---------------------------------------------------------------------------- SimCLR Table 2 losses
+def _own_and_other_columns(b: int, m: int, offset: int, device: torch.device) -> Tuple[Tensor, Tensor]:
+    """Column of each row's own image ``[B, 1]`` (``offset + i``) and its ``M - 1`` other columns in
+    order ``[B, M-1]``: fixed indices for a gather, where a boolean mask would make the host wait."""
+    own = torch.arange(b, device=device)[:, None] + offset  # [B, 1]
+    cols = torch.arange(m - 1, device=device)[None, :]  # [1, M-1]
+    return own, cols + (cols >= own).long()  # skip the own column
+
+
+@float32
 def view_similarities(z0: Tensor, z1: Tensor, normalize: bool = True, gather: bool = False) -> Tuple[Tensor, Tensor]:
     """Similarities of every view of a two-view batch to its positive and to its negatives.
 
@@ -35,21 +46,21 @@ def view_similarities(z0: Tensor, z1: Tensor, normalize: bool = True, gather: bo
 
     if normalize:
         z0, z1 = F.normalize(z0, dim=1), F.normalize(z1, dim=1)
-    b = z0.shape[0]
+    b, offset = z0.shape[0], 0
+    z0_all, z1_all = z0, z1
     if gather and dist.world_size() > 1:
         z0_all, z1_all = torch.cat(dist.gather(z0), 0), torch.cat(dist.gather(z1), 0)  # [M, D]
-        diag = dist.eye_rank(b, device=z0.device)  # [B, M] True at each row's own image
-    else:
-        z0_all, z1_all = z0, z1
-        diag = torch.eye(b, dtype=torch.bool, device=z0.device)
+        offset = dist.rank() * b
+    own, others = _own_and_other_columns(b, z0_all.shape[0], offset, z0.device)  # [B, 1], [B, M-1]
     s00, s01 = z0 @ z0_all.T, z0 @ z1_all.T  # [B, M]
     s10, s11 = z1 @ z0_all.T, z1 @ z1_all.T  # [B, M]
-    pos = torch.cat([s01[diag], s10[diag]])  # [2B]
-    neg0 = torch.cat([s01[~diag].view(b, -1), s00[~diag].view(b, -1)], 1)  # [B, 2M-2]
-    neg1 = torch.cat([s10[~diag].view(b, -1), s11[~diag].view(b, -1)], 1)  # [B, 2M-2]
+    pos = torch.cat([s01.gather(1, own), s10.gather(1, own)]).squeeze(1)  # [2B]
+    neg0 = torch.cat([s01.gather(1, others), s00.gather(1, others)], 1)  # [B, 2M-2]
+    neg1 = torch.cat([s10.gather(1, others), s11.gather(1, others)], 1)  # [B, 2M-2]
     return pos, torch.cat([neg0, neg1])
 
 
+@float32
 def nt_xent_views(z0: Tensor, z1: Tensor, temperature: float, gather: bool = False, reduction: str = "mean") -> Tensor:
     """NT-Xent of a two-view batch (SimCLR, Chen et al. 2020, Eq. 1): each of the ``2B`` views against its
     positive and the ``2(M - 1)`` other views, cosine similarity over ``temperature``; mean over the views.

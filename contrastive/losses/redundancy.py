@@ -14,6 +14,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from lightly.utils.dist import gather
 
+from contrastive.losses.precision import float32
+
 Tensor = torch.Tensor
 
 
@@ -31,6 +33,7 @@ def covariance_term(z: Tensor) -> Tensor:
     return off_diagonal.pow(2).sum() / cov.shape[0]
 
 
+@float32
 def vicreg_loss(z_a: Tensor, z_b: Tensor, invariance_weight: float = 25.0, variance_weight: float = 25.0,
                 covariance_weight: float = 1.0, eps: float = 1e-4, gather_distributed: bool = True) -> Tensor:
     """``lambda s(Z, Z') + mu [v(Z) + v(Z')] / 2 + nu [c(Z) + c(Z')]`` (lightly's and the authors' code's scaling).

@@ -10,9 +10,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from contrastive.losses.precision import float32
+
 Tensor = torch.Tensor
 
 
+@float32
 def normalized_mse(prediction: Tensor, target: Tensor) -> Tensor:
     """BYOL (Grill et al. 2020, Eq. 2): ``|| q/||q|| - z'/||z'|| ||^2 = 2 - 2 cos(q, z')``, mean over the batch.
 
@@ -23,12 +26,14 @@ def normalized_mse(prediction: Tensor, target: Tensor) -> Tensor:
     return (2.0 - 2.0 * F.cosine_similarity(prediction.float(), target.float(), dim=1)).mean()
 
 
+@float32
 def negative_cosine(prediction: Tensor, target: Tensor) -> Tensor:
     """SimSiam (Chen & He 2021, Eq. 1): ``D(p, z) = - p/||p|| . z/||z||``, mean over the batch;
     the caller stops the gradient of ``z``."""
     return -F.cosine_similarity(prediction.float(), target.float(), dim=1).mean()
 
 
+@float32
 def info_nce_with_queue(query: Tensor, key: Tensor, queue: Tensor, temperature: float) -> Tensor:
     """MoCo (He et al. 2020, Eq. 1): ``-log exp(q.k+/t) / (exp(q.k+/t) + sum_K exp(q.k_i/t))``.
 
@@ -44,6 +49,7 @@ def info_nce_with_queue(query: Tensor, key: Tensor, queue: Tensor, temperature: 
     return F.cross_entropy(logits, torch.zeros(query.shape[0], dtype=torch.long, device=query.device))
 
 
+@float32
 def drawn_similarities(query: Tensor, bank: Tensor, drawn: Tensor) -> Tensor:
     """``query[b] . bank[drawn[b, j]]`` ``[B, K]``: each row against its own drawn bank entries.
 
@@ -63,6 +69,7 @@ def drawn_similarities(query: Tensor, bank: Tensor, drawn: Tensor) -> Tensor:
     return torch.einsum("bd,bkd->bk", query, bank[drawn].to(query.dtype))  # [B, K, D] -> [B, K]
 
 
+@float32
 def info_nce_with_drawn_negatives(query: Tensor, key: Tensor, bank: Tensor, drawn: Tensor, temperature: float,
                                   exclude: Optional[Tensor] = None) -> Tensor:
     """InsDis (Wu et al. 2018, Eq. 2 over the drawn set): ``-log exp(q.k+/t) / (exp(q.k+/t) +
@@ -85,6 +92,7 @@ def info_nce_with_drawn_negatives(query: Tensor, key: Tensor, bank: Tensor, draw
     return F.cross_entropy(logits, torch.zeros(query.shape[0], dtype=torch.long, device=query.device))
 
 
+@float32
 def batch_info_nce(query: Tensor, keys: Tensor, temperature: float, offset: int = 0) -> Tensor:
     """MoCo v3 (Chen, Xie, He 2021, Alg. 1 ``ctr``): cross-entropy of ``q . k^T / t`` with the
     positive of query ``i`` at key ``offset + i``, scaled by ``2 t``.

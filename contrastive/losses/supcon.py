@@ -18,6 +18,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from contrastive.losses.precision import float32
+
 Tensor = torch.Tensor
 
 
@@ -33,6 +35,7 @@ def _gather(features: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor, int]:
     return torch.cat(dist.gather(features.contiguous()), 0), all_labels, dist.rank() * features.shape[0]
 
 
+@float32
 def supcon_from_parts(features: Tensor, labels: Tensor, all_features: Tensor, all_labels: Tensor, offset: int,
                       temperature: float, base_temperature: Optional[float] = None) -> Tensor:
     """Eq. 2 for this process's anchors against the global multiviewed batch.
@@ -72,6 +75,7 @@ def supcon_from_parts(features: Tensor, labels: Tensor, all_features: Tensor, al
     return (per_anchor * has_positive).sum() / has_positive.sum().clamp(min=1.0)
 
 
+@float32
 def supcon_loss(features: Tensor, labels: Tensor, temperature: float, base_temperature: Optional[float] = None,
                 gather: bool = False) -> Tensor:
     """SupCon's ``L^sup_out`` (Eq. 2) of a multiviewed batch, over the global batch with ``gather``.

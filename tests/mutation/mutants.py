@@ -226,6 +226,31 @@ def _ddp_unused_parameters_undeclared(patch):
     patch.setattr(SPCL, "has_unused_parameters", lambda self: False)
 
 
+@mutant("loss_precision_off", "losses under autocast keep its bf16 matmuls (the float32 helper does nothing)",
+        "tests/test_loss_precision.py")
+def _loss_precision_off(patch):
+    from contrastive.losses import precision
+
+    patch.setattr(precision, "autocast_devices", lambda *values: set())
+
+
+@mutant("prototype_pairs_any_partner", "SPCL's metric pairs take any sample as the positive partner, not another member of P_c",
+        "tests/test_spcl.py", "-k", "prototype_pair")
+def _prototype_pairs_any_partner(patch):
+    import torch
+
+    from contrastive.clustering import prototype_pairs as pairs_module
+
+    original = pairs_module.prototype_pairs
+
+    def any_partner(prototypes, anchor, generator=None):
+        anchors, partners, labels, weights = original(prototypes, anchor, generator)
+        b = prototypes.shape[0]
+        shuffled = torch.randint(0, b, (b,), generator=generator, device=prototypes.device)
+        return anchors, torch.cat([shuffled, partners[b:]]), labels, weights
+    replace_everywhere(patch, pairs_module, "prototype_pairs", any_partner)
+
+
 # ---------------------------------------------------------------- the plugin
 _PATCH = pytest.MonkeyPatch()
 

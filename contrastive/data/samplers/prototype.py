@@ -36,6 +36,8 @@ class PrototypeBatchSampler:
             sample, or ``None`` before the first clustering (then batches are random).
         anchor_fraction: Fraction of a batch drawn from the anchor prototype (rounded).
         min_anchor_size: Prototypes with fewer members are never anchors.
+        device: As for :class:`RandomBatchSampler`: ``None``, batches are lists of ints (the epoch's
+            plan made lists once); a device, int64 tensors on it (the plan moved there once per epoch).
     """
 
     def __init__(
@@ -48,12 +50,14 @@ class PrototypeBatchSampler:
         assignments: Optional[AssignmentsFn] = None,
         anchor_fraction: float = 0.5,
         min_anchor_size: int = 2,
+        device: Optional[torch.device | str] = None,
     ) -> None:
         if not 0.0 <= anchor_fraction <= 1.0:
             raise ValueError(f"anchor_fraction must be in [0, 1], got {anchor_fraction}")
         if not 1 <= batch_size <= num_samples:
             raise ValueError(f"batch_size must be in [1, {num_samples}], got {batch_size}")
-        self.random = RandomBatchSampler(num_samples, batch_size, seed, rank, world_size)
+        self.random = RandomBatchSampler(num_samples, batch_size, seed, rank, world_size, device=device)
+        self.device = None if device is None else torch.device(device)
         self.num_samples, self.batch_size = num_samples, batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.assignments = assignments or (lambda: None)
@@ -67,14 +71,15 @@ class PrototypeBatchSampler:
     def __len__(self) -> int:
         return len(self.random)
 
-    def __iter__(self) -> Iterator[List[int]]:
+    def __iter__(self) -> Iterator[List[int] | torch.Tensor]:
         # A generator: nothing runs (and the assignments are not read) before the first batch.
         assignments = self.assignments()
         if assignments is None:
             yield from self.random
             return
-        for _, local in self.plan(assignments.cpu())[self.rank :: self.world_size]:
-            yield local.tolist()
+        mine = [local for _, local in self.plan(assignments.cpu())[self.rank :: self.world_size]]  # steps x [B]
+        if mine:  # one conversion per epoch
+            yield from (torch.stack(mine).tolist() if self.device is None else torch.stack(mine).to(self.device))
 
     def plan(self, assignments: torch.Tensor) -> List[Tuple[int, torch.Tensor]]:
         """``(anchor prototype, indices [B])`` of every local batch of the epoch, all ranks
