@@ -124,6 +124,9 @@ class PiModel(ClassifierMethod):
         self.w_max, self.rampup_steps = float(m.consistency), int(m.rampup_steps)
         # True = this training image's label is used; filled in setup() when method.num_labels > 0.
         self.register_buffer("labeled_mask", torch.ones(max(1, int(data.num_train)), dtype=torch.bool))
+        # Set in setup(): True / False when every training image is labelled / unlabelled (the parts of a
+        # uniform batch are then known without looking at its labels); None for a mixed split.
+        self.all_labeled: Optional[bool] = None
 
     @classmethod
     def validate_config(cls, cfg, data: DataInfo) -> None:
@@ -154,6 +157,7 @@ class PiModel(ClassifierMethod):
             mask = torch.zeros_like(mask)
             mask[keep] = True
         self.labeled_mask = mask.to(self.labeled_mask.device)
+        self.all_labeled = bool(mask.all()) if bool(mask.all() | ~mask.any()) else None  # once, at set-up
 
     def batch_sampler_factory(self):
         labeled = int(self.cfg.method.labeled_per_batch)
@@ -198,7 +202,8 @@ class PiModel(ClassifierMethod):
         With ``method.labeled_per_batch=L`` in training, :class:`LabeledUnlabeledBatches` puts the ``L``
         labelled images first: the parts are ``0..L-1`` and ``L..B-1`` (fixed sizes, no host sync), and a
         batch not laid out so stops the run (checked on the device, without waiting for it). Otherwise
-        their sizes depend on the labels: two ``nonzero`` (host syncs).
+        their sizes depend on the labels: two ``nonzero`` (host syncs), unless every training image is
+        labelled (or every one unlabelled), when the parts are the whole batch and nothing.
         """
         b, first = labels.shape[0], int(self.cfg.method.labeled_per_batch)
         if first > 0 and self.training:
@@ -206,6 +211,9 @@ class PiModel(ClassifierMethod):
                                 f"a Π-model batch with method.labeled_per_batch={first} must hold its labelled images first")
             rows = torch.arange(b, device=labels.device)
             return rows[:first], rows[first:]
+        if self.all_labeled is not None and self.training:  # uniform batches of a fully (un)labelled split
+            rows = torch.arange(b, device=labels.device)
+            return (rows, rows[:0]) if self.all_labeled else (rows[:0], rows)
         return torch.nonzero(labels >= 0).flatten(), torch.nonzero(labels < 0).flatten()
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):

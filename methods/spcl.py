@@ -57,23 +57,14 @@ from torch import nn
 
 from contrastive.data.samplers.prototype import PrototypeBatchSampler
 from contrastive.core.errors import ConfigError
-<<<<<<< HEAD
-from contrastive.clustering.assignments import EpochStateMixin, unassigned
-from contrastive.clustering.kmeans import align_labels, cluster_stats, faiss_gpu_device, kmeans
-=======
 from contrastive.clustering.assignments import Coverage, EpochStateMixin, unassigned
-from contrastive.clustering.kmeans import align_labels, cluster_stats, kmeans
->>>>>>> syncs
+from contrastive.clustering.kmeans import align_labels, cluster_stats, faiss_gpu_device, kmeans
 from contrastive.clustering.prototype_pairs import prototype_pairs
 from contrastive.metrics.pair_similarity import tp_fn_similarity
 from contrastive.losses.classification import symmetric_cross_entropy
 from contrastive.losses.pairwise import nt_xent_views
-<<<<<<< HEAD
-from contrastive.engine.embedding import embed_split, on_rank_zero
-=======
 from contrastive.losses.precision import float32
-from contrastive.engine.embedding import embed_split
->>>>>>> syncs
+from contrastive.engine.embedding import embed_split, on_rank_zero
 from contrastive.engine.method import DataInfo, Method, check_batch_size
 from contrastive.core.registry import METHODS
 

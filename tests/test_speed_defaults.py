@@ -159,9 +159,10 @@ EXTRA = {
     "pimodel": ["scheduler=warmup_cosine", "method.num_labels=16", "method.labeled_per_batch=4"],
 }
 #: Syncs per step a method still makes, with the reason (none now; fixing one fails this test: update it here).
-#: Not counted here: the Π-model with method.labeled_per_batch=0 (uniform batches) splits each batch by its labels
-#: with two `nonzero` (the parts' sizes depend on the labels); with labeled_per_batch=L (as run here, and ImCLR's
-#: preset) the sampler puts the L labelled images first and the split is fixed.
+#: Not counted here: the Π-model with method.labeled_per_batch=0 (uniform batches) on a split that mixes labelled
+#: and unlabelled images splits each batch by its labels with two `nonzero` (the parts' sizes depend on the labels);
+#: with labeled_per_batch=L (as run here, and ImCLR's preset) the sampler puts the L labelled images first, and on
+#: a fully labelled split (its default run) the parts are known at set-up: both are counted below.
 KNOWN_SYNCS: dict = {}
 #: Steps of the counted run: the first is not counted (state built once: the optimizer's momentum buffers, the
 #: queue moved to the device), nor a step at the logging interval (there the logger reads the values).
@@ -234,6 +235,14 @@ def test_training_step_makes_no_host_sync_between_logging_intervals(name, tmp_pa
     counter, run = _run_counted(name, tmp_path, monkeypatch)
     assert not run.splits.train.streamed
     assert counter.total == KNOWN_SYNCS.get(name, 0) * 3, counter.summary()
+
+
+@pytest.mark.slow
+def test_pimodel_default_uniform_batches_of_a_labelled_split_make_no_host_sync(tmp_path, monkeypatch):
+    """`python train.py method=pimodel`: every training image labelled, uniform batches (labeled_per_batch=0)."""
+    counter, run = _run_counted("pimodel", tmp_path, monkeypatch, extra=["method.num_labels=0", "method.labeled_per_batch=0"])
+    assert run.model.all_labeled is True
+    assert counter.total == 0, counter.summary()
 
 
 @pytest.mark.slow
