@@ -46,6 +46,7 @@ OVERRIDES = {
               "method.temperature=0.2", "method.support_size=32", f"batch_size={BATCH}"],
 }
 METHODS = sorted(OVERRIDES)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny modules: one intra-op thread
 
 
 @functools.lru_cache(maxsize=None)
@@ -197,6 +198,7 @@ def test_swav_prototypes_are_frozen_in_the_first_epoch():
     ref.training_loss(views, STEPS - 1).backward()  # last step of epoch 0
     assert ref.prototypes.heads[0].weight.grad is None and ref.projection_head.layers[0].weight.grad is not None
     ref.after_optimizer_step(STEPS - 1)
+    assert ref.prototypes.heads[0].weight.requires_grad  # trainable between steps: parameter_groups sees them
     ref.training_loss(views, STEPS).backward()  # first step of epoch 1
     assert ref.prototypes.heads[0].weight.grad is not None
 
@@ -232,6 +234,7 @@ def test_dino_teacher_follows_the_cosine_momentum_and_last_layer_is_frozen():
     teacher, student = ref.teacher_backbone[0].weight.clone(), ref.backbone[0].weight.detach().clone()
     assert not torch.equal(teacher, student)
     ref.after_optimizer_step(0)
+    assert all(p.requires_grad for p in ref.parameter_groups()[0]["params"]) and last.weight_v.requires_grad
     # lightly's cosine_schedule: base 0.9 at step 0 -> final 1 at the last step (EPOCHS x STEPS - 1); before step 1:
     m = 1.0 - (1.0 - 0.9) * (math.cos(math.pi * 1 / (EPOCHS * STEPS - 1)) + 1) / 2
     assert torch.allclose(ref.teacher_backbone[0].weight, m * teacher + (1 - m) * student, atol=1e-6)
