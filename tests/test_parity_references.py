@@ -115,6 +115,17 @@ def test_one_step_trains(method):
     assert any(not torch.equal(b, p) for b, p in zip(before, ref.backbone.parameters()))
 
 
+@pytest.mark.parametrize("method", ["barlowtwins", "vicreg", "nnclr", "dino"])
+def test_per_view_solarisation_reaches_the_second_view_only(method):
+    """``augment.per_view`` (BYOL's asymmetric views): solarising a bright grey image inverts only view 2."""
+    per_view = [{"blur_prob": 0.0, "solarize_prob": 0.0}, {"blur_prob": 0.0, "solarize_prob": 1.0}]
+    views = build(method, cj_prob=0.0, per_view=per_view).transform()(Image.fromarray(np.full((24, 20, 3), 200, np.uint8)))
+    c = resolved(method)["dataset"]
+    value = [[(x / 255 - m) / s for m, s in zip(c["mean"], c["std"])] for x in (200, 55)]  # 255 - 200: solarised
+    for view, want in zip(views[:2], value):
+        assert torch.allclose(view, torch.tensor(want).view(3, 1, 1).expand_as(view), atol=1e-5)
+
+
 def test_bad_augment_is_refused():
     with pytest.raises(ConfigError, match="augment.solarize_prob"):
         build("nnclr", solarize_prob=0.2).transform()

@@ -10,6 +10,9 @@ ImageNet NNCLR benchmark. From :class:`Settings`: the projector's hidden and out
 the support set's size (``method.support_size``: the memory bank's rows) and the augmentation (crop scale,
 colour jitter, grayscale, blur).
 Where it differs from lightly's files by design:
+- with ``augment.per_view`` set (BYOL's per-view blur and solarisation, the paper's augmentation,
+  experiment=nnclr_*) the views come from lightly's ``BYOLTransform`` (``SimCLRTransform`` has one
+  setting for both views and no solarisation);
 - the projector is lightly's 3-layer ``NNCLRProjectionHead`` (the paper's and ours; the CIFAR-10 file
   uses 2 layers): a shared value;
 - no online linear classifier; optimizer, lr and schedule come from ``parity.py`` and :class:`Settings`
@@ -29,7 +32,13 @@ from lightly.transforms import SimCLRTransform
 from torch import nn
 
 from benchmarks.reproduce.parity.references import register
-from benchmarks.reproduce.parity.references._lightly_common import LightlyReference, require, view_kwargs
+from benchmarks.reproduce.parity.references._lightly_common import (
+    LightlyReference,
+    byol_transform,
+    per_view,
+    require,
+    view_kwargs,
+)
 from benchmarks.reproduce.parity.references.base import Settings
 
 
@@ -50,7 +59,9 @@ class NNCLRReference(LightlyReference):
 
     def transform(self) -> Callable[[Any], List[torch.Tensor]]:
         s = self.settings
-        require(s, "SimCLRTransform", max_scale=1.0, solarize_prob=0.0, per_view=None)
+        if per_view(s) is not None:
+            return byol_transform(s)
+        require(s, "SimCLRTransform", max_scale=1.0, solarize_prob=0.0)
         return SimCLRTransform(input_size=s.image_size, min_scale=float(s.augment["min_scale"]),
                                gaussian_blur=float(s.augment["blur_prob"]), **view_kwargs(s))
 
