@@ -57,7 +57,8 @@ def per_view(settings: Settings) -> List[Mapping[str, Any]] | None:
     for i, view in enumerate(views):
         extra = sorted(set(view) - set(PER_VIEW_KEYS))
         if extra:
-            raise ConfigError(f"augment.per_view[{i}] sets {extra}; lightly's per-view transforms take only {list(PER_VIEW_KEYS)}")
+            raise ConfigError(f"augment.per_view[{i}] sets {extra}; lightly's per-view transforms take only "
+                              f"{list(PER_VIEW_KEYS)}")
     return list(views)
 
 

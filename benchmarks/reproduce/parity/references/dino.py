@@ -67,9 +67,11 @@ def dino_transform(settings: Settings) -> DINOTransform:
     if view_value(settings, views[0], "solarize_prob") > 0 or (views[1] is None and float(a["solarize_prob"]) > 0):
         raise ConfigError("augment.solarize_prob > 0 on the first global crop: lightly's DINOTransform (DINO's parity "
                           "reference) solarises only the second; set it there with augment.per_view")
-    blur = (view_value(settings, views[0], "blur_prob"), view_value(settings, views[1], "blur_prob"), float(a["blur_prob"]))
-    return DINOTransform(global_crop_size=settings.image_size, global_crop_scale=(float(a["min_scale"]), float(a["max_scale"])),
-                         local_crop_size=int(mc["size"]), local_crop_scale=(float(mc["min_scale"]), float(mc["max_scale"])),
+    blur = tuple(view_value(settings, v, "blur_prob") for v in views) + (float(a["blur_prob"]),)  # global 1, 2, local
+    return DINOTransform(global_crop_size=settings.image_size,
+                         global_crop_scale=(float(a["min_scale"]), float(a["max_scale"])),
+                         local_crop_size=int(mc["size"]),
+                         local_crop_scale=(float(mc["min_scale"]), float(mc["max_scale"])),
                          n_local_views=int(mc["num_local"]), gaussian_blur=blur,
                          solarization_prob=view_value(settings, views[1], "solarize_prob"), **view_kwargs(settings))
 
