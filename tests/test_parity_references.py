@@ -46,7 +46,8 @@ OVERRIDES = {
               "method.temperature=0.2", "method.support_size=32", f"batch_size={BATCH}"],
 }
 METHODS = sorted(OVERRIDES)
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny modules: one intra-op thread
+pytestmark = [pytest.mark.usefixtures("one_thread"),  # tiny modules: one intra-op thread
+              pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")]  # lightly's DINO head
 
 
 @functools.lru_cache(maxsize=None)
