@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]  # the repository root
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import Row, read_records, run_rows, select_rows  # noqa: E402
+from benchmarks.harness import Row, read_records, run_rows, select_rows, summary_table  # noqa: E402
 
 BUDGET = [
     "method=simclic", "dataset=synthetic", "backbone.kwargs.width=8", "dataset.num_train=2000",
@@ -101,6 +101,16 @@ def table(rows: list) -> str:
     return "\n".join(lines)
 
 
+REAL_COLUMNS = [("kNN top-1 (%)", "knn_top1", 1), ("linear top-1 (%)", "linear_top1", 1),
+                ("output_std last epoch", "output_std_last", 4), ("img/s (under load)", "images_per_second", 0),
+                ("train s", "train_seconds", 0)]
+
+
+def real_table(rows: list) -> str:
+    """Mean ± std over seeds per row (the ``--real`` records)."""
+    return summary_table([{**r, "output_std_last": r["output_std"][-1]} for r in rows], REAL_COLUMNS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default=MAIN, help=f"comma-separated, from: {', '.join(ROWS)}")
@@ -126,6 +136,8 @@ def main() -> None:
              measure=lambda run, summary: {"extra": args.extra, **measured(run, summary)}, on_record=report)
     if out.exists():
         print(table(read_records(out)))
+        if args.real:
+            print(real_table(read_records(out)))
 
 
 if __name__ == "__main__":

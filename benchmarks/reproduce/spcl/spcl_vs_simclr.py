@@ -115,8 +115,11 @@ COLUMNS = [("kNN top-1 (%)", "knn_top1", 1), ("linear top-1 (%)", "linear_top1",
            ("TN", "tn", 3), ("train s", "train_seconds", 0)]
 
 
-def table(rows: list) -> str:
-    return summary_table(rows, COLUMNS, group="label")
+REAL_COLUMNS = [*COLUMNS[:-1], ("img/s (under load)", "images_per_second", 0), COLUMNS[-1]]
+
+
+def table(rows: list, columns: list = COLUMNS) -> str:
+    return summary_table(rows, columns, group="label")
 
 
 def main(rows: dict = ROWS, default_rows: str = "simclr,spcl", out_default: str = "/tmp/spcl_vs_simclr/rows.jsonl") -> None:
@@ -146,7 +149,7 @@ def main(rows: dict = ROWS, default_rows: str = "simclr,spcl", out_default: str 
     run_rows(rows_of(rows, keys), seeds, budget, measure=measure, out=out,
              output_dir=Path(args.output_dir), on_record=report)
     if out.exists():
-        print(table(read_records(out)))
+        print(table(read_records(out), REAL_COLUMNS if args.real else COLUMNS))
 
 
 if __name__ == "__main__":
