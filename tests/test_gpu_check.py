@@ -57,3 +57,58 @@ def test_bench_speed_batches_on_the_device_index_labels_there_too():
     with CudaIndexRule():
         v0, v1 = next(bench.our_batches(data, Namespace(batch_size=4), lambda x: x, torch.device("meta")))
     assert v0.device.type == v1.device.type == "meta" and v0.shape == (4, 3, 4, 4)
+
+
+# ------------------------------------------------------------------ the GPU tests' settings, every method
+def _on_cpu(overrides):
+    from tests.test_gpu import GPU
+
+    return [o if o != GPU[0] else "trainer.accelerator=cpu" for o in overrides]
+
+
+#: About a second each (three configs composed, a model built): InsDis (its bank's negatives against the
+#: images) in the quick suite, every method in the full one.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n == "insdis" else pytest.mark.slow) for n in sorted(METHODS.names())])
+def test_every_method_fits_the_gpu_tests_runs(tmp_path, name):
+    """tests/test_gpu.py's runs of every registered method (conftest's SMALL_HEADS on FAST) pass the checks a
+    run makes before its data exists (negatives, queues, clusters against the number of images; schedules),
+    the model builds, and the host-sync run's sampler gives the steps that test asserts: a new method cannot
+    break the GPU tests unseen. (The CPU stands in for the device; the data's own checks run in the rehearsal.)"""
+    from contrastive.engine.method import DataInfo
+    from contrastive.engine.run import validate_config
+    from tests.test_gpu import BF16_STEP, SYNC_RUN, SYNC_STEPS, run_overrides
+
+    for extra in (BF16_STEP, SYNC_RUN):
+        cfg = load_config(_on_cpu(run_overrides(tmp_path, name, *extra)))
+        validate_config(cfg)
+        n, batch = int(cfg.dataset.num_train), int(cfg.batch_size)
+        data = DataInfo(num_classes=10, image_size=int(cfg.dataset.image_size), mean=(0.5,) * 3, std=(0.25,) * 3, num_train=n)
+        cls = METHODS.get(name)
+        cls.validate_config(cfg, data)
+        factory = cls(cfg, data).batch_sampler_factory()
+    steps = n // batch if factory is None else len(list(factory(n, batch, 0, 0, 1)))
+    assert steps == SYNC_STEPS
+
+
+# ------------------------------------------------------------------ the GPU tests' harness, on the CPU
+@pytest.mark.slow
+def test_sync_window_and_device_record_on_a_cpu_run(tmp_path, monkeypatch):
+    """tests/test_gpu.py's host-sync run on the CPU, its mode switch recorded: "error" over whole steps from
+    step 1 (not step 0, where Lightning sets its logging state up), "default" between steps and at the end;
+    TrainingDevices records the device while training (Strategy.teardown moves the module to the CPU after)."""
+    from contrastive.engine.method import Method
+    from tests.test_gpu import SYNC_STEPS, SyncErrorsAfterWarmup, TrainingDevices, sync_run
+
+    mode, modes_in_step = ["default"], []
+    original = Method.training_step
+
+    def recorded(self, *args, **kwargs):
+        modes_in_step.append((self.trainer.global_step, mode[0]))
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(Method, "training_step", recorded)
+    window, devices = SyncErrorsAfterWarmup(set_mode=lambda m: mode.__setitem__(0, m)), TrainingDevices()
+    trainer = sync_run(tmp_path, "simclr", [window, devices], accelerator="cpu")
+    assert modes_in_step == [(0, "default")] + [(step, "error") for step in range(1, SYNC_STEPS)]
+    assert window.strict_steps == list(range(1, SYNC_STEPS)) and mode[0] == "default"
+    assert "advance" not in trainer.fit_loop.epoch_loop.__dict__  # the loop's own methods again
+    assert devices.seen == {("param", "cpu", torch.float32), ("batch", "cpu", None)}
