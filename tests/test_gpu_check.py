@@ -112,3 +112,68 @@ def test_sync_window_and_device_record_on_a_cpu_run(tmp_path, monkeypatch):
     assert window.strict_steps == list(range(1, SYNC_STEPS)) and mode[0] == "default"
     assert "advance" not in trainer.fit_loop.epoch_loop.__dict__  # the loop's own methods again
     assert devices.seen == {("param", "cpu", torch.float32), ("batch", "cpu", None)}
+
+
+# ------------------------------------------------------------------ gpu_check.sh: the rehearsal's plan, the step runner
+GPU_CHECK = ROOT / "benchmarks" / "gpu" / "gpu_check.sh"
+
+
+def _plan(out, *mode):
+    """``gpu_check.sh --print-plan``: ({stub: value}, [(step, limit, command tokens)])."""
+    proc = subprocess.run(["bash", str(GPU_CHECK), *mode, "--print-plan", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    return {r[1]: r[2] for r in rows if r[0] == "stub"}, [(r[1], r[2], r[3].split()) for r in rows if r[0] == "step"]
+
+
+def test_rehearsal_runs_the_real_steps_but_for_the_stubs(tmp_path):
+    """The rehearsal's steps are the real check's (names, limits, every word of every command) except where a
+    value of the REHEARSAL STUBS block stands, which takes the rehearsal's value there."""
+    import re
+
+    real_stubs, real = _plan(tmp_path)
+    stubs, rehearsal = _plan(tmp_path, "--rehearse")
+    assert real_stubs.keys() == stubs.keys() and real_stubs["DEVICE"] == "cuda" and stubs["DEVICE"] == "cpu"
+    assert [(name, limit) for name, limit, _ in real] == [(name, limit) for name, limit, _ in rehearsal] == [
+        ("setup", "60"), ("pytest_gpu", "180"), ("bench_speed", "80"), ("full_run", "120"), ("bench_eval", "50")]
+    assert sum(int(limit) + 10 for _, limit, _ in real) <= 600  # every step, each with its kill grace, in 10 minutes
+
+    def stubbed(word: str) -> set:
+        return {re.sub(rf"(?<![\w.]){re.escape(real_stubs[v])}(?![\w.])", stubs[v], word) for v in stubs
+                if real_stubs[v] != stubs[v]}
+    for (name, _, words), (_, _, rehearsed) in zip(real, rehearsal):
+        assert len(words) == len(rehearsed), name
+        drift = [(a, b) for a, b in zip(words, rehearsed) if a != b and b not in stubbed(a)]
+        assert not drift, f"{name}: the rehearsal differs from the real check beyond the stubs: {drift}"
+    assert any("--device cuda" in " ".join(w) for _, _, w in real) and "-n 0" in " ".join(real[1][2])
+
+
+def test_bad_argument_is_one_line(tmp_path):
+    proc = subprocess.run(["bash", str(GPU_CHECK), "--rehaerse"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "gpu_check.sh: unknown argument '--rehaerse'; valid: --rehearse, --dry-run, --out DIR, --print-plan"]
+
+
+@pytest.mark.slow
+def test_a_step_past_its_limit_keeps_pytests_junit_and_the_report(tmp_path):
+    """The check's own step runner stops a pytest that sleeps past the limit: with SIGINT pytest still writes its
+    junit XML (what ran), the step is recorded as timed out, and the report is rewritten right after the step.
+    The shell ignores SIGINT, as a job started in the background does."""
+    import signal
+
+    (tmp_path / "test_sleepy.py").write_text("import time\n\ndef test_quick():\n    pass\n\n"
+                                             "def test_sleeps():\n    time.sleep(600)\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    script = (f"source {ROOT}/benchmarks/gpu/steps.sh; : > $OUT/steps.tsv; "
+              f"step pytest_gpu 40 $PY -m pytest -n 0 -q -p no:cacheprovider {tmp_path}/test_sleepy.py "
+              f"--junitxml=$OUT/pytest_gpu.xml")
+    env = {**os.environ, "OUT": str(out), "PY": sys.executable, "MODE": "rehearse", "START": "0", "SKIP": " "}
+    proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert "(time limit)" in proc.stdout, proc.stdout + proc.stderr
+    name, rc, seconds = (out / "steps.tsv").read_text().split()
+    assert name == "pytest_gpu" and rc in ("124", "137") and int(seconds) < 60
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["pytest_gpu"]["tests"] >= 1 and report["steps"][0]["rc"] == int(rc) and report["rehearsal"] is True
+    assert "test_quick" in (out / "pytest_gpu.xml").read_text()
