@@ -154,26 +154,52 @@ def test_bad_argument_is_one_line(tmp_path):
         "gpu_check.sh: unknown argument '--rehaerse'; valid: --rehearse, --dry-run, --out DIR, --print-plan"]
 
 
+#: A test file that the step runner stops: a quick test, one that handles SIGINT as Lightning's fit does (pytorch_lightning/
+#: trainer/call.py: KeyboardInterrupt -> SIGINT ignored, sys.exit(1)), and one that would run until SIGKILL after it.
+#: The limit comes at once, whatever the machine's load: SIGALRM is GNU timeout's own timer signal (the parent).
+SLEEPY_TESTS = """import os, signal, sys, time
+from tests.test_gpu import stop_at_the_check_limit  # noqa: F401 (the GPU tests' autouse fixture)
+
+def test_quick():
+    pass
+
+def test_interrupted_inside_fit():
+    os.kill(os.getppid(), signal.SIGALRM)  # the step's time limit, now
+    try:
+        time.sleep(600)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sys.exit(1)
+
+def test_after_it():
+    time.sleep(600)
+"""
+
+
 @pytest.mark.slow
 def test_a_step_past_its_limit_keeps_pytests_junit_and_the_report(tmp_path):
-    """The check's own step runner stops a pytest that sleeps past the limit: with SIGINT pytest still writes its
-    junit XML (what ran), the step is recorded as timed out, and the report is rewritten right after the step.
-    The shell ignores SIGINT, as a job started in the background does."""
+    """The check's own step runner stops a pytest past its limit, also inside a Lightning fit: with SIGINT pytest
+    still writes its junit XML (what ran), the step is recorded as timed out, and the report is rewritten right
+    after the step. The shell ignores SIGINT, as a job started in the background does."""
     import signal
 
-    (tmp_path / "test_sleepy.py").write_text("import time\n\ndef test_quick():\n    pass\n\n"
-                                             "def test_sleeps():\n    time.sleep(600)\n")
+    (tmp_path / "test_sleepy.py").write_text(SLEEPY_TESTS)
     out = tmp_path / "out"
     out.mkdir()
     script = (f"source {ROOT}/benchmarks/gpu/steps.sh; : > $OUT/steps.tsv; "
-              f"step pytest_gpu 40 $PY -m pytest -n 0 -q -p no:cacheprovider {tmp_path}/test_sleepy.py "
+              f"step pytest_gpu 600 $PY -m pytest -n 0 -q -p no:cacheprovider {tmp_path}/test_sleepy.py "
               f"--junitxml=$OUT/pytest_gpu.xml")
-    env = {**os.environ, "OUT": str(out), "PY": sys.executable, "MODE": "rehearse", "START": "0", "SKIP": " "}
-    proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    env = {**os.environ, "OUT": str(out), "PY": sys.executable, "MODE": "rehearse", "START": "0", "SKIP": " ",
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert "(time limit)" in proc.stdout, proc.stdout + proc.stderr
     name, rc, seconds = (out / "steps.tsv").read_text().split()
-    assert name == "pytest_gpu" and rc in ("124", "137") and int(seconds) < 60
+    # 124: pytest ended on the SIGINT; 137: killed 10 s later, which a loaded CPU can need after the junit is written
+    assert name == "pytest_gpu" and rc in ("124", "137") and int(seconds) < 600
+    assert "Exit: SIGINT (gpu_check.sh's time limit) during this test" in (out / "pytest_gpu.log").read_text()
     report = json.loads((out / "gpu_check.json").read_text())
-    assert report["pytest_gpu"]["tests"] >= 1 and report["steps"][0]["rc"] == int(rc) and report["rehearsal"] is True
-    assert "test_quick" in (out / "pytest_gpu.xml").read_text()
+    assert report["steps"][0]["rc"] == int(rc) and report["rehearsal"] is True
+    assert report["pytest_gpu"]["tests"] >= 1, report["pytest_gpu"]
+    junit = (out / "pytest_gpu.xml").read_text()
+    assert 'name="test_quick"' in junit and "test_after_it" not in junit

@@ -18,7 +18,8 @@
 #   bench_speed  bench_speed.py: ResNet-18 (small stem), 32x32, batch 512, 50k images, ours vs lightly reference
 #   full_run     bench_speed.py --full-run: one whole 50k-image epoch (kNN monitor, checkpoints, logs) of each
 #   bench_eval   bench_eval.py on the GPU (kNN backends, probe, extraction of 50k images)
-# GPU_CHECK_SKIP="full_run ..." skips steps, GPU_CHECK_EVAL_SKIP="probe" parts of bench_eval.
+# GPU_CHECK_SKIP="full_run ..." skips steps, GPU_CHECK_EVAL_SKIP="probe" parts of bench_eval, GPU_CHECK_LIMIT_SCALE=N
+# multiplies every limit (default 1: a rehearsal on a CPU that others load needs more).
 #
 # --rehearse runs the real steps' commands, configs and output files on the CPU. Its stubs are the block marked
 # REHEARSAL STUBS below and nothing else: the device (--device cpu, CONTRASTIVE_GPU_REHEARSE=1 for tests/test_gpu.py,
@@ -55,8 +56,8 @@ if [ "$MODE" = rehearse ]; then
   INSTALL=0                   # setup installs nothing here (the worktree's environment has everything; its pip
                               # cannot build this project without `wheel`): it checks the imports
   export CONTRASTIVE_GPU_REHEARSE=1             # tests/test_gpu.py on the CPU
-  IMAGES=512 BATCH=64 SPEED_STEPS=2 REPEATS=1 WARMUP=1 WORKERS=2  # sizes 2 cores run in seconds per step
-  NUM_VAL=256 EVAL_TRAIN=2048 EVAL_QUERIES=256 EVAL_DIM=64
+  IMAGES=256 BATCH=32 SPEED_STEPS=2 REPEATS=1 WARMUP=1 WORKERS=2  # sizes 2 cores run in seconds per step
+  NUM_VAL=128 EVAL_TRAIN=1024 EVAL_QUERIES=128 EVAL_DIM=64
   # ---- end of the stubs ----
 fi
 
