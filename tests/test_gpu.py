@@ -36,9 +36,11 @@ DEVICE = "cpu" if REHEARSE else "cuda"
 GPU = [f"trainer.accelerator={'cpu' if REHEARSE else 'gpu'}", "trainer.devices=1", "knn.random_init_baseline=false"]
 COMPILE_BACKEND = "aot_eager" if REHEARSE else "inductor"
 DDP_BACKEND = "gloo" if REHEARSE else "nccl"
-#: The rehearsal's one size-down: the per-method tests for three methods (a plain contrastive loss, a queue, k-means
-#: clusters), not all of them, to fit 2 cores in minutes (tests/test_gpu_check.py checks every method's settings).
+#: The rehearsal's size-down, to fit 2 cores in minutes: the per-method tests for three methods (a plain contrastive
+#: loss, a queue, k-means clusters), not all (tests/test_gpu_check.py checks every method's settings), and FAST's runs
+#: on 128 images in batches of 32 (the host-sync run keeps its 48 images).
 METHOD_NAMES = ["deepclusterv2", "mocov2", "simclr"] if REHEARSE else sorted(METHODS.names())
+REHEARSAL_SIZES = ["dataset.num_train=128", "dataset.num_val=64", "batch_size=32"] if REHEARSE else []
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not (REHEARSE or torch.cuda.is_available()), reason="needs CUDA")]
 needs_sync_debug_mode = pytest.mark.skipif(REHEARSE, reason="CUDA's sync debug mode: not on the CPU")
@@ -85,7 +87,7 @@ def run_overrides(tmp_path, name: str = "simclr", *extra: str) -> List[str]:
     """FAST on the device with ``name``'s SMALL_HEADS; FAST's ``scheduler.warmup_epochs`` only where the
     method's schedule has a warm-up (its preset's step schedule has none)."""
     fast = FAST if _has_warmup(name) else [o for o in FAST if not o.startswith("scheduler.warmup_epochs=")]
-    return [*fast, *GPU, f"output_dir={tmp_path}", f"method={name}", *SMALL_HEADS.get(name, []), *extra]
+    return [*fast, *REHEARSAL_SIZES, *GPU, f"output_dir={tmp_path}", f"method={name}", *SMALL_HEADS.get(name, []), *extra]
 
 
 class TrainingDevices(pl.Callback):
