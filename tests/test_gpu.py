@@ -99,7 +99,8 @@ class TrainingDevices(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seen |= {("param", p.device.type, p.dtype) for p in pl_module.parameters()}
-        batch = dataclasses.astuple(batch) if dataclasses.is_dataclass(batch) else batch
+        if dataclasses.is_dataclass(batch):  # its fields, not astuple (which deep-copies the tensors)
+            batch = [getattr(batch, field.name) for field in dataclasses.fields(batch)]
         self.seen |= {("batch", t.device.type, None) for t in tree_leaves(batch) if isinstance(t, torch.Tensor)}
 
 
