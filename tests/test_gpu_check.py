@@ -97,7 +97,8 @@ def test_sync_window_and_device_record_on_a_cpu_run(tmp_path, monkeypatch):
     step 1 (not step 0, where Lightning sets its logging state up), "default" between steps and at the end;
     TrainingDevices records the device while training (Strategy.teardown moves the module to the CPU after)."""
     from contrastive.engine.method import Method
-    from tests.test_gpu import SYNC_STEPS, SyncErrorsAfterWarmup, TrainingDevices, sync_run
+    from tests.gpu_harness import SyncErrorsAfterWarmup, TrainingDevices
+    from tests.test_gpu import SYNC_STEPS, sync_run
 
     mode, modes_in_step = ["default"], []
     original = Method.training_step
@@ -158,7 +159,7 @@ def test_bad_argument_is_one_line(tmp_path):
 #: trainer/call.py: KeyboardInterrupt -> SIGINT ignored, sys.exit(1)), and one that would run until SIGKILL after it.
 #: The limit comes at once, whatever the machine's load: SIGALRM is GNU timeout's own timer signal (the parent).
 SLEEPY_TESTS = """import os, signal, sys, time
-from tests.test_gpu import stop_at_the_check_limit  # noqa: F401 (the GPU tests' autouse fixture)
+from tests.gpu_harness import stop_at_the_check_limit  # noqa: F401 (the GPU tests' autouse fixture)
 
 def test_quick():
     pass
