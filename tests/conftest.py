@@ -61,7 +61,8 @@ def pytest_collection_modifyitems(items):
 
 
 #: Small heads per method so a step takes well under a second on 2 CPU cores (tests/test_methods.py,
-#: tests/test_speed_defaults.py add their own per-test settings).
+#: tests/test_speed_defaults.py add their own per-test settings). tests/test_gpu.py's only table: every
+#: registered method must fit its runs (512 images; 48 in the host-sync run), checked by tests/test_gpu_check.py.
 SMALL_HEADS = {
     "simclr": ["method.projection.hidden_dim=32", "method.projection.output_dim=16"],
     "simclic": ["method.projection.hidden_dim=32", "method.projection.output_dim=32", "method.predictor_hidden_dim=8"],
@@ -86,6 +87,7 @@ SMALL_HEADS = {
               "method.support_size=64"],
     "infomin": ["method.projection.hidden_dim=32", "method.projection.output_dim=16", "method.queue_size=64"],
     "selav2": ["method.num_prototypes=[8,8]", "method.projection.hidden_dim=32", "method.projection.output_dim=16"],
+    "spcl": ["method.num_prototypes=[6]", "method.metric_hidden_dim=16"],
 }
 
 

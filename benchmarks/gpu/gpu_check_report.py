@@ -1,7 +1,8 @@
 """Collects the results of ``benchmarks/gpu_check.sh`` into ``$OUT/gpu_check.json`` and ``$OUT/summary.md``.
 
-The GPU targets are checked here: one 50k-image epoch of ResNet-18 at 32x32, batch 512, in
-at most 3 s, and at least 3x the lightly reference's images/s on the same machine.
+Run after every step (``--quiet``), so the results of the steps that ran survive a device taken away
+mid-check, and once at the end. The GPU targets are checked here: one 50k-image epoch of ResNet-18 at
+32x32, batch 512, in at most 3 s, and at least 3x the lightly reference's images/s on the same machine.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 EPOCH_TARGET_S, SPEEDUP_TARGET = 3.0, 3.0
+MODES = ("real", "rehearse", "dry")
+#: What a whole check writes (besides gpu_check.json and summary.md): the step's log and its result file.
+RESULT_FILES = {"setup": None, "pytest_gpu": "pytest_gpu.xml", "bench_speed": "bench_speed.json",
+                "full_run": "full_run.json", "bench_eval": "bench_eval.json"}
 
 
 def _json(path: Path):
@@ -26,7 +31,10 @@ def _json(path: Path):
 def _pytest(path: Path) -> dict | None:
     if not path.is_file():
         return None
-    root = ET.parse(path).getroot()
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:  # cut short while written
+        return {"tests": 0, "failures": 0, "errors": 1, "skipped": 0, "failed": [f"{path.name} unreadable: {e}"]}
     suite = root if root.tag == "testsuite" else root.find("testsuite")
     counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
     failed = [f"{c.get('classname')}::{c.get('name')}" for c in suite.iter("testcase")
@@ -34,12 +42,20 @@ def _pytest(path: Path) -> dict | None:
     return {**counts, "failed": failed}
 
 
-def collect(out: Path, dry: bool, seconds: int) -> dict:
+def missing_files(out: Path, steps: list) -> list:
+    """The logs and result files of the steps run (not skipped) that are not in ``out``."""
+    names = [f"{s['name']}.log" for s in steps] + [RESULT_FILES[s["name"]] for s in steps if RESULT_FILES.get(s["name"])]
+    return [name for name in ["steps.tsv", *names] if not (out / name).is_file()]
+
+
+def collect(out: Path, mode: str, seconds: int) -> dict:
     steps = []
     for line in (out / "steps.tsv").read_text().splitlines() if (out / "steps.tsv").is_file() else []:
         name, rc, secs = line.split("\t")
         steps.append({"name": name, "rc": int(rc), "seconds": int(secs)})
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "dry_run": dry, "seconds": seconds,
+    dry = mode != "real"
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "mode": mode, "dry_run": mode == "dry",
+              "rehearsal": mode == "rehearse", "seconds": seconds, "missing_files": missing_files(out, steps),
               "host": platform.node(), "steps": steps, "pytest_gpu": _pytest(out / "pytest_gpu.xml"),
               "bench_speed": _json(out / "bench_speed.json"), "full_run": _json(out / "full_run.json"),
               "bench_eval": _json(out / "bench_eval.json")}
@@ -50,11 +66,11 @@ def collect(out: Path, dry: bool, seconds: int) -> dict:
         result["torch"] = torch.__version__
     except ImportError:
         result["device"] = "unknown"
-    result["targets"] = targets(result)
+    result["targets"] = targets(result, dry)
     return result
 
 
-def targets(r: dict) -> dict:
+def targets(r: dict, dry: bool) -> dict:
     out = {}
     speed = r.get("bench_speed") or {}
     if speed.get("ours"):
@@ -64,17 +80,21 @@ def targets(r: dict) -> dict:
     if full.get("ours"):
         out["epoch_wall_s_full_run"] = full["ours"]["median_wall_s"]
         out["speedup_full_run"] = full.get("speedup")
-    if not r["dry_run"] and out:
+    if not dry and out:
         out["epoch_target_met"] = out.get("epoch_seconds_step_bench", 1e9) <= EPOCH_TARGET_S
         out["speedup_target_met"] = (out.get("speedup_step_bench") or 0) >= SPEEDUP_TARGET
     return out
 
 
 def summary(r: dict) -> str:
-    lines = [f"# gpu_check {'(dry run on CPU: tiny sizes, numbers mean nothing)' if r['dry_run'] else ''}",
+    note = {"dry": "(dry run on CPU: tiny sizes, numbers mean nothing)",
+            "rehearse": "(rehearsal on CPU: the real steps with the device stubbed, numbers mean nothing)"}.get(r["mode"], "")
+    lines = [f"# gpu_check {note}",
              "", f"{r['date']} on {r.get('device')} (torch {r.get('torch')}), {r['seconds']} s in all", "",
              "| step | rc | seconds |", "| --- | --- | --- |"]
-    lines += [f"| {s['name']} | {s['rc']} | {s['seconds']} |" for s in r["steps"]]
+    lines += [f"| {s['name']} | {s['rc']}{' (time limit)' if s['rc'] in (124, 137) else ''} | {s['seconds']} |" for s in r["steps"]]
+    if r["missing_files"]:
+        lines += ["", f"missing: {', '.join(r['missing_files'])}"]
     p = r.get("pytest_gpu")
     if p:
         lines += ["", f"pytest -m gpu: {p['tests']} tests, {p['failures']} failures, {p['errors']} errors, {p['skipped']} skipped"]
@@ -109,15 +129,17 @@ def summary(r: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("out", type=Path)
-    p.add_argument("--dry-run", type=int, default=0)
+    p.add_argument("--mode", choices=MODES, default="real")
     p.add_argument("--seconds", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="write the files only (after each step)")
     args = p.parse_args()
-    result = collect(args.out, bool(args.dry_run), args.seconds)
+    result = collect(args.out, args.mode, args.seconds)
     (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "summary.md").write_text(summary(result))
-    print(summary(result))
+    if not args.quiet:
+        print(summary(result))
     failed = [s["name"] for s in result["steps"] if s["rc"] != 0]
-    raise SystemExit(1 if failed else 0)
+    raise SystemExit(1 if failed or result["missing_files"] else 0)
 
 
 if __name__ == "__main__":

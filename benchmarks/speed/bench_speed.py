@@ -115,9 +115,13 @@ def reference_batches(data: ImageArray, args, transform):
 
 
 def our_batches(data: ImageArray, args, augment, device):
-    images = data.images.to(device) if device.type == "cuda" else data.images  # whole dataset on the GPU
-    batches = IndexedBatches(ImageArray(images, data.labels))
-    sampler = RandomBatchSampler(len(data), args.batch_size, seed=0)
+    """Augmented view pairs, batches gathered by index. Off the CPU the whole dataset (images and labels)
+    and the epoch's permutation live on ``device``: a batch is one gather there, with no host-to-device
+    copy of its index (an index on one device cannot index a tensor on another)."""
+    on_device = device.type != "cpu"
+    array = ImageArray(data.images.to(device), data.labels.to(device)) if on_device else data
+    batches = IndexedBatches(array)
+    sampler = RandomBatchSampler(len(data), args.batch_size, seed=0, device=device if on_device else None)
     epoch = 0
     while True:
         sampler.set_epoch(epoch)
