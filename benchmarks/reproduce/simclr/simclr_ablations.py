@@ -44,6 +44,7 @@ REAL_BUDGET = ["method=simclr", "dataset=imagefolder", "dataset.image_size=32", 
 _FULL_IMAGE = ["augment.min_scale=1.0", "augment.max_scale=1.0"]  # area 1: the whole image (flip kept)
 #: key -> (label, overrides on top of REAL_BUDGET)
 REAL_ROWS: Dict[str, tuple] = {
+    "random": ("random-init encoder (no training)", []),  # the seed's untrained encoder, same evaluation
     "baseline": ("crop + colour, s=0.5, T=0.2, 2-layer head (the YAML)", []),
     "crop_only": ("crop (+flip) alone: colour jitter and grayscale off", ["augment.cj_prob=0", "augment.gray_prob=0"]),
     "colour_only": ("colour alone: whole image (+flip), jitter s=0.5 + grayscale", _FULL_IMAGE),
@@ -59,15 +60,18 @@ REAL_ROWS: Dict[str, tuple] = {
     "t_1": ("T=1.0", ["method.temperature=1.0"]),
 }
 
-#: title -> [(row key, the name shown in that table)], in the paper's order.
+#: title -> [(row key, the name shown in that table)], in the paper's order; each starts with the untrained encoder.
+_RANDOM = ("random", "random init (no training)")
 TABLES = {
-    "Augmentation (Fig. 5)": [("crop_only", "crop alone"), ("colour_only", "colour alone"),
+    "Augmentation (Fig. 5)": [_RANDOM, ("crop_only", "crop alone"), ("colour_only", "colour alone"),
                               ("baseline", "crop + colour (baseline)")],
-    "Colour-distortion strength (slides' Table 1)": [("s_1_8", "1/8"), ("s_1_4", "1/4"), ("baseline", "1/2 (baseline)"),
-                                                     ("s_1", "1"), ("s_1_blur", "1 (+Blur)")],
-    "Projection head (Fig. 8)": [("head_none", "none"), ("head_linear", "linear"), ("baseline", "non-linear (baseline)")],
-    "Temperature (Table 5)": [("t_0.05", "0.05"), ("t_0.1", "0.1"), ("baseline", "0.2 (baseline)"), ("t_0.5", "0.5"),
-                              ("t_1", "1.0")],
+    "Colour-distortion strength (slides' Table 1)": [_RANDOM, ("s_1_8", "1/8"), ("s_1_4", "1/4"),
+                                                     ("baseline", "1/2 (baseline)"), ("s_1", "1"),
+                                                     ("s_1_blur", "1 (+Blur)")],
+    "Projection head (Fig. 8)": [_RANDOM, ("head_none", "none"), ("head_linear", "linear"),
+                                 ("baseline", "non-linear (baseline)")],
+    "Temperature (Table 5)": [_RANDOM, ("t_0.05", "0.05"), ("t_0.1", "0.1"), ("baseline", "0.2 (baseline)"),
+                              ("t_0.5", "0.5"), ("t_1", "1.0")],
 }
 COLUMNS = [("kNN top-1 (%)", "knn_top1", 1), ("linear top-1 (%)", "linear_top1", 1),
            ("img/s (under load)", "images_per_second", 0), ("train s", "train_seconds", 0)]
@@ -79,13 +83,32 @@ def paired_differences(records: Sequence[dict], a: str, b: str, metric: str = "k
     return {s: by[(a, s)] - by[(b, s)] for (k, s) in sorted(by) if k == a and (b, s) in by}
 
 
+def _paired(records: Sequence[dict], entries: Sequence[tuple]) -> List[str]:
+    """``- <row> - baseline, per seed: kNN +1.2, -0.4; linear ...`` for each row of a table that is not the baseline."""
+    lines = []
+    for key, name in entries:
+        if key in ("baseline", "random"):
+            continue
+        cells = []
+        for metric, short in (("knn_top1", "kNN"), ("linear_top1", "linear")):
+            diffs = paired_differences(records, key, "baseline", metric)
+            if diffs:
+                cells.append(f"{short} " + ", ".join(f"{d:+.1f}" for d in diffs.values()))
+        if cells:
+            seeds = ",".join(str(s) for s in paired_differences(records, key, "baseline"))
+            lines.append(f"- {name} minus baseline, seeds {seeds}: " + "; ".join(cells))
+    return lines
+
+
 def tables(records: Sequence[dict]) -> str:
-    """One markdown table per ``TABLES`` entry (mean ± std over seeds); rows without records are left out."""
+    """One markdown table per ``TABLES`` entry (mean ± std over seeds; rows without records are left out),
+    each followed by its rows' differences from the baseline, paired by seed."""
     parts = []
     for title, entries in TABLES.items():
         mine = [dict(r, label=name) for key, name in entries for r in records if r["key"] == key]
-        parts += [f"### {title}", "", summary_table(mine, COLUMNS, group="label", order=[n for _, n in entries],
-                                                    first="row"), ""]
+        order = [n for _, n in entries]
+        parts += [f"### {title}", "", summary_table(mine, COLUMNS, group="label", order=order, first="row"), ""]
+        parts += [*_paired(records, entries), ""]
     return "\n".join(parts)
 
 
@@ -102,7 +125,7 @@ def main_real(argv: List[str]) -> None:
     from benchmarks.reproduce.compare.compare import evaluate  # the evaluator every real-data table shares
 
     keys = [] if args.table_only else select_rows(args.rows, list(REAL_ROWS))
-    rows = [Row(k, REAL_ROWS[k][1], REAL_ROWS[k][0]) for k in keys]
+    rows = [Row(k, REAL_ROWS[k][1], REAL_ROWS[k][0], train=k != "random") for k in keys]
 
     def report(r: dict) -> None:
         print(f"{r['key']} seed {r['seed']}: kNN {r['knn_top1']:.1f}%  linear {r['linear_top1']:.1f}%  "
