@@ -18,7 +18,7 @@ anchor vs its positive view / vs in-batch negatives of its class / of other clas
 contrastive projection space) on a fixed batch of the 500 val images with fixed views
 (:func:`contrastive.methods.spcl.similarity_diagnostics`). Rows are appended to ``--out``
 (JSON lines); the table (mean +- std over seeds) is printed. The same helpers serve
-``benchmarks/reproduce/simclr/simclr_head_ablation.py``.
+``benchmarks/reproduce/simclr/simclr_ablations.py``.
 """
 
 from __future__ import annotations
