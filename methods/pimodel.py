@@ -164,11 +164,8 @@ class PiModel(ClassifierMethod):
         if labeled == 0:
             return None
 
-        def factory(n: int, bs: int, seed: int, rank: int, world: int) -> LabeledUnlabeledBatches:
-            train = self.trainer.datamodule.splits.train  # batches on the images' device (the host when streamed)
-            device = None if train.streamed else train.images.device
-            return LabeledUnlabeledBatches(self.labeled_mask.cpu(), labeled, bs, seed, rank, world, device)
-        return factory
+        return lambda n, bs, seed, rank, world: LabeledUnlabeledBatches(self.labeled_mask.cpu(), labeled, bs, seed, rank,
+                                                                        world, self.sampler_device())
 
     # ---------------------------------------------------------------- training
     def crops_per_image(self) -> int:

@@ -13,12 +13,10 @@ SPCL groups the data into prototypes and adds two prototype-level terms:
    fitted on all N features (``method.cluster.max_points_per_centroid=null``; a number
    caps the fit at ``K x`` that many points, a seed-fixed subsample, for very large sets).
    Cluster ids are matched to the previous epoch's so the prototype heads keep their
-   targets. Under DDP every rank embeds a shard, rank 0 clusters the gathered features and
-   broadcasts the assignments (:meth:`SPCL.cluster_train_set`). Checkpoints hold them (not a
-   buffer, so DDP does not re-broadcast them every step: :mod:`contrastive.clustering.assignments`).
-2. **Prototype-aware batches** (Sec. 3.2): ``anchor_fraction`` of a batch comes from
-   one anchor prototype ``c``, the rest from other prototypes
-   (:class:`~contrastive.data.samplers.prototype.PrototypeBatchSampler`, anchor members first).
+   targets. Under DDP every rank embeds a shard, rank 0 clusters the gathered features and broadcasts the
+   assignments (:meth:`SPCL.cluster_train_set`), checkpointed (:mod:`contrastive.clustering.assignments`).
+2. **Prototype-aware batches** (Sec. 3.2): ``anchor_fraction`` of a batch comes from one anchor prototype
+   ``c``, the rest from others (:class:`~contrastive.data.samplers.prototype.PrototypeBatchSampler`).
 3. **Losses** ``w_c * NT-Xent + w_m * metric + w_p * prototype``:
    NT-Xent on the projection head (as SimCLR), sum-reduced over the batch's views as the
    paper says (``method.contrastive_reduction=sum``; ``mean`` is lightly's); a siamese
@@ -35,12 +33,11 @@ SPCL groups the data into prototypes and adds two prototype-level terms:
 Where the paper's text leaves a value blank, the presets (``configs/experiment/spcl_*``)
 take it from the authors' public code (github.com/stoneMo/SPCL, ``config.conf`` and
 ``main.py``) and say so. The authors' code differs from the text in places: its NT-Xent is
-mean-reduced and its metric pairs come from a dataset that alternates same-/other-cluster
-image pairs (``utils.CustomDataset_metric``); here the text is followed.
+mean-reduced and its metric pairs come from a dataset that alternates same-/other-cluster image pairs
+(``utils.CustomDataset_metric``); here the text is followed.
 
-Diagnostics (the paper's Fig. 1), logged at every epoch end on a fixed training batch:
-TP similarity (anchor vs its positive view) and FN similarity (anchor vs in-batch
-negatives of its true class), in the projection space.
+Diagnostics (the paper's Fig. 1), logged at every epoch end on a fixed training batch: TP similarity (anchor
+vs its positive view) and FN similarity (anchor vs in-batch negatives of its true class), projection space.
 """
 
 from __future__ import annotations
@@ -169,11 +166,8 @@ class SPCL(EpochStateMixin, Method):
         def current():  # read lazily, when the sampler starts an epoch
             return None if bool((self.assignments[0] < 0).any()) else self.assignments[0].cpu()
 
-        def factory(n: int, bs: int, seed: int, rank: int, world: int) -> PrototypeBatchSampler:
-            train = self.trainer.datamodule.splits.train  # batches on the images' device (the host when streamed)
-            device = None if train.streamed else train.images.device
-            return PrototypeBatchSampler(n, bs, seed, rank, world, current, fraction, device=device)
-        return factory
+        return lambda n, bs, seed, rank, world: PrototypeBatchSampler(n, bs, seed, rank, world, current, fraction,
+                                                                      device=self.sampler_device())
 
     def on_train_epoch_start(self) -> None:
         """Re-cluster the training set (from epoch ``method.cluster.start_epoch`` on).

@@ -137,6 +137,13 @@ class Method(pl.LightningModule):
         """``None`` for shuffled batches, or ``(num_samples, batch_size, seed, rank, world) -> sampler``."""
         return None
 
+    def sampler_device(self) -> torch.device | None:
+        """Where a batch sampler keeps the epoch's indices: the in-memory images' device (a batch is a slice
+        of a tensor there, no host sync), or None (Python lists) for streamed data or without a trainer."""
+        dm = self._trainer.datamodule if self._trainer is not None else None
+        train = dm.splits.train if dm is not None else None
+        return None if train is None or train.streamed else train.images.device
+
     def trainable_modules(self) -> Sequence[torch.nn.Module]:
         """Modules the optimizer updates."""
         return [self]
