@@ -8,9 +8,8 @@ SPCL groups the data into prototypes and adds two prototype-level terms:
    it, random batches and NT-Xent only): the whole training set is embedded (one
    SimCLR view by default, projection space by default, eval mode, no grad, batched),
    L2-normalised and clustered by faiss k-means into ``K`` prototypes
-   (``method.num_prototypes``; a list trains one prototype head per K, as PCL). The paper:
-   "We concatenate all the embedded features and conduct the clustering", so k-means is
-   fitted on all N features (``method.cluster.max_points_per_centroid=null``; a number
+   (``method.num_prototypes``; a list trains one prototype head per K, as PCL). The paper: "We concatenate
+   all the embedded features and conduct the clustering", so k-means is fitted on all N features (``method.cluster.max_points_per_centroid=null``; a number
    caps the fit at ``K x`` that many points, a seed-fixed subsample, for very large sets).
    Cluster ids are matched to the previous epoch's so the prototype heads keep their
    targets. Under DDP every rank embeds a shard, rank 0 clusters the gathered features and broadcasts the
