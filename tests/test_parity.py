@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -69,3 +70,58 @@ def test_bad_root_and_unknown_method_are_one_line_errors(tmp_path):
         parity.main(["--root", str(tmp_path), "--methods", "simclr"])
     with pytest.raises(SystemExit, match="no reference for method.*nope; choose from .*simclr"):
         parity.main(["--root", str(tmp_path), "--methods", "nope"])
+
+
+def _ours_and_reference(method: str, overrides):
+    """Our method and its reference at the same weights (backbone shared by copy, heads copied)."""
+    import copy
+
+    from benchmarks.reproduce.parity.references import load_all
+    from contrastive.config.compose import load_config
+    from contrastive.config.plugins import load_builtin_methods
+    from contrastive.core.registry import METHODS
+    from contrastive.engine.method import DataInfo
+
+    torch.manual_seed(0)
+    cfg = load_config([f"method={method}", "dataset=synthetic", "batch_size=8", "backbone.kwargs.width=4",
+                       "trainer.max_epochs=2", *overrides])
+    load_builtin_methods()
+    data = DataInfo(num_classes=2, image_size=16, mean=(0.5,) * 3, std=(0.25,) * 3, num_train=16)
+    ours = METHODS.get(method)(cfg, data)
+    s = parity.settings_of(cfg, 16, 16, data.mean, data.std, ours.backbone.feature_dim)
+    reference = load_all()[method](copy.deepcopy(ours.backbone), s)
+    for name in ("projection_head", "prediction_head"):
+        if name in dict(ours.named_children()):
+            getattr(reference, name).load_state_dict(getattr(ours, name).state_dict())
+    for copy_name, online in (("key_backbone", "backbone"), ("key_projection_head", "projection_head"),
+                              ("teacher_backbone", "backbone"), ("teacher_projection_head", "projection_head")):
+        if copy_name in dict(reference.named_children()):  # the momentum copy starts as the online module
+            getattr(reference, copy_name).load_state_dict(getattr(ours, online).state_dict())
+    return ours, reference
+
+
+HEADS = ["method.projection.hidden_dim=16", "method.projection.output_dim=8"]
+SAME_BATCH = {  # method: (overrides, the reference's loss minus ours)
+    "simclr": (HEADS, 0.0),  # in eval mode: lightly's file runs both views as one batch (BN over 2B), ours one view at a time
+    "simsiam": (HEADS + ["method.predictor.hidden_dim=8"], 0.0),
+    "byol": (HEADS + ["method.predictor.hidden_dim=8"], -4.0),  # lightly: 2 NegCos = -2 cos; ours: 2 - 2 cos, twice
+    "mocov2": (HEADS + ["method.queue_size=16"], 0.0),
+}
+
+
+@pytest.mark.parametrize("method", sorted(SAME_BATCH))
+def test_reference_loss_equals_ours_on_the_same_batch(method, one_thread):
+    """Same weights, same views: the reference's loss is ours (up to the constant of its formula)."""
+    overrides, offset = SAME_BATCH[method]
+    ours, reference = _ours_and_reference(method, overrides)
+    views = [torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    ours.train(method != "simclr"), reference.train(method != "simclr")
+    if method == "mocov2":  # the same negatives; ours queries view 0 with keys of view 1, lightly's file the reverse
+        reference.criterion.memory_bank.bank = ours.queue.keys.clone()
+        views_ref = views[::-1]
+    else:
+        views_ref = views
+    with torch.no_grad():
+        mine = ours.training_losses(views, torch.zeros(8, dtype=torch.long), torch.arange(8))["loss"]
+        theirs = reference.training_loss(views_ref, 0)
+    assert float(theirs) == pytest.approx(float(mine) + offset, abs=1e-5)

@@ -116,19 +116,18 @@ def measure_ours(method: str):
     return measure
 
 
-def settings_of(run):
-    """:class:`Settings` from our prepared run (its resolved config, data and backbone)."""
+def settings_of(cfg, num_train: int, image_size: int, mean, std, feature_dim: int):
+    """:class:`Settings` from our resolved config and the data and backbone it builds."""
     from omegaconf import OmegaConf
 
     from benchmarks.reproduce.parity.references.base import Settings
 
-    cfg, splits = run.cfg, run.splits
     c = OmegaConf.to_container(cfg, resolve=True)
     batch = int(cfg.batch_size)
-    return Settings(batch_size=batch, epochs=int(cfg.trainer.max_epochs), steps_per_epoch=len(splits.train) // batch,
-                    image_size=int(splits.image_size), feature_dim=int(run.model.backbone.feature_dim),
-                    mean=tuple(splits.mean), std=tuple(splits.std), method=c["method"], optimizer=c["optimizer"],
-                    scheduler=c["scheduler"], augment=c["augment"], scaled_lr=_scaled_lr(cfg))
+    return Settings(batch_size=batch, epochs=int(cfg.trainer.max_epochs), steps_per_epoch=num_train // batch,
+                    image_size=int(image_size), feature_dim=int(feature_dim), mean=tuple(mean), std=tuple(std),
+                    method=c["method"], optimizer=c["optimizer"], scheduler=c["scheduler"], augment=c["augment"],
+                    scaled_lr=_scaled_lr(cfg))
 
 
 def build_optimizer(reference, s):
@@ -192,7 +191,9 @@ def train_reference(method: str, root: Path, workers: int):
         from contrastive.engine.run import prepare_run
 
         run = prepare_run(load_config(overrides))  # seeded: the backbone ours starts from, and our cached splits
-        s = settings_of(run)
+        splits = run.splits
+        s = settings_of(run.cfg, len(splits.train), splits.image_size, splits.mean, splits.std,
+                        run.model.backbone.feature_dim)
         backbone = run.model.backbone
         torch.manual_seed(seed)
         reference = load_all()[method](backbone, s)
