@@ -273,6 +273,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--backbone", default="small_cnn")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader processes of the reference")
+    parser.add_argument("--impls", default="ours,reference", help="which sides run (ours, reference or both)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="more overrides for both sides (e.g. backbone.kwargs.width=8)")
     parser.add_argument("--out", default=str(HERE / "results" / "parity.jsonl"))
@@ -308,10 +309,16 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
                 f"backbone={args.backbone}", f"batch_size={args.batch_size}", f"trainer.max_epochs={args.epochs}",
                 "knn.enabled=false", "knn.random_init_baseline=false", "trainer.progress_bar=false", "logger=[csv]",
                 *args.set]
+        impls = [i for i in args.impls.split(",") if i]
+        if not impls or set(impls) - {"ours", "reference"}:
+            raise SystemExit(f"error: --impls {args.impls!r}: choose from ours, reference (comma-separated)")
         rows = []
         for m in methods:
-            rows.append(Row(f"{m}/ours", [f"method={m}"], f"{m} (ours)"))
-            rows.append(Row(f"{m}/reference", [f"method={m}"], f"{m} (reference)", runner=train_reference(m, root, args.workers)))
+            if "ours" in impls:
+                rows.append(Row(f"{m}/ours", [f"method={m}"], f"{m} (ours)"))
+            if "reference" in impls:
+                rows.append(Row(f"{m}/reference", [f"method={m}"], f"{m} (reference)",
+                                runner=train_reference(m, root, args.workers)))
         measures = {m: measure_ours(m) for m in methods}
 
         def measure(run, summary):
