@@ -19,7 +19,8 @@ measure) and ``command`` (the ``train.py`` command line of the run, without ``ou
 A row may instead carry a ``runner`` (e.g. ``parity.py``'s independent reference implementation):
 ``runner(overrides, seed)`` gets the run's full override list (base + row + ``seed=``; the config it
 resolves is the one the framework would train) and returns the numbers of that (row, seed); it stays
-in the same rows x seeds loop and the same JSONL records.
+in the same rows x seeds loop and the same JSONL records; its ``command`` is the ``train.py`` command
+whose resolved config the runner reads.
 """
 
 from __future__ import annotations
