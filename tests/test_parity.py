@@ -102,7 +102,7 @@ def _ours_and_reference(method: str, overrides):
 
 HEADS = ["method.projection.hidden_dim=16", "method.projection.output_dim=8"]
 SAME_BATCH = {  # method: (overrides, the reference's loss minus ours)
-    "simclr": (HEADS, 0.0),  # in eval mode: lightly's file runs both views as one batch (BN over 2B), ours one view at a time
+    "simclr": (HEADS, 0.0),
     "simsiam": (HEADS + ["method.predictor.hidden_dim=8"], 0.0),
     "byol": (HEADS + ["method.predictor.hidden_dim=8"], -4.0),  # lightly: 2 NegCos = -2 cos; ours: 2 - 2 cos, twice
     "mocov2": (HEADS + ["method.queue_size=16"], 0.0),
@@ -115,7 +115,7 @@ def test_reference_loss_equals_ours_on_the_same_batch(method, one_thread):
     overrides, offset = SAME_BATCH[method]
     ours, reference = _ours_and_reference(method, overrides)
     views = [torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]
-    ours.train(method != "simclr"), reference.train(method != "simclr")
+    ours.train(), reference.train()  # BatchNorm on batch statistics: the views batched as the recipe batches them
     if method == "mocov2":  # the same negatives; ours queries view 0 with keys of view 1, lightly's file the reverse
         reference.criterion.memory_bank.bank = ours.queue.keys.clone()
         views_ref = views[::-1]
