@@ -15,6 +15,12 @@ for the row's own numbers, and appends one JSON line per (row, seed) to a JSONL 
 Every record holds ``key``, ``label``, ``seed``, ``train_seconds`` (``fit``'s), what ``measure``
 returned, ``prepare_seconds`` (``load_config`` + ``prepare_run``), ``wall_seconds`` (prepare + fit +
 measure) and ``command`` (the ``train.py`` command line of the run, without ``output_dir``).
+
+A row may instead carry a ``runner`` (e.g. ``parity.py``'s independent reference implementation):
+``runner(overrides, seed)`` gets the run's full override list (base + row + ``seed=``; the config it
+resolves is the one the framework would train) and returns the numbers of that (row, seed); it stays
+in the same rows x seeds loop and the same JSONL records; its ``command`` is the ``train.py`` command
+whose resolved config the runner reads.
 """
 
 from __future__ import annotations
@@ -33,12 +39,15 @@ class Row:
 
     ``train=False`` builds the run (same seed, so the same initial model) and skips ``fit``: the
     untrained model goes to ``measure`` with ``summary = {"train_seconds": 0.0}``.
+    ``runner``: ``runner(overrides, seed) -> dict`` trains and measures the row another way than
+    ``fit`` (``overrides``: base + row + ``seed=<s>`` + ``output_dir=``); ``measure`` is not called.
     """
 
     key: str
     overrides: List[str] = field(default_factory=list)
     label: str = ""
     train: bool = True
+    runner: Optional[Callable[[List[str], int], Dict]] = None
 
 
 Measure = Callable[..., Dict]  # measure(run, summary) -> numbers of the (row, seed)
@@ -61,13 +70,19 @@ def run_one(row: Row, seed: int, base: Sequence[str], measure: Optional[Measure]
 
     full = [*base, *row.overrides, *extra, f"seed={seed}"] + ([f"output_dir={output_dir}"] if output_dir else [])
     start = time.perf_counter()
+    command = "python train.py " + " ".join(o for o in full if not o.startswith("output_dir="))
+    if row.runner is not None:
+        record = {"key": row.key, "label": row.label or row.key, "seed": seed}
+        record.update(row.runner(full, seed))
+        record.update(wall_seconds=round(time.perf_counter() - start, 1), command=command)
+        return record
     run = prepare_run(load_config(full))
     prepared = time.perf_counter()
     summary = fit(run) if row.train else {"train_seconds": 0.0}
     record = {"key": row.key, "label": row.label or row.key, "seed": seed, "train_seconds": summary.get("train_seconds")}
     record.update(measure(run, summary) if measure is not None else {"knn_top1": summary.get("knn_top1")})
     record.update(prepare_seconds=round(prepared - start, 1), wall_seconds=round(time.perf_counter() - start, 1),
-                  command="python train.py " + " ".join(o for o in full if not o.startswith("output_dir=")))
+                  command=command)
     return record
 
 

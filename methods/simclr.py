@@ -105,5 +105,8 @@ class SimCLR(Method):
         return margin_triplet(pos, neg, float(m.margin), bool(m.semi_hard))
 
     def training_losses(self, views: List[torch.Tensor], labels, indices) -> Dict[str, torch.Tensor]:
-        z0, z1 = self.project(views[0]), self.project(views[1])  # [B, d] each
+        # Both views in one batch, so BatchNorm normalises over the 2B views together, as the authors' code
+        # does (google-research/simclr model.py: the views concatenated to "(num_transforms * bsz, h, w, c)"
+        # before the base network and the head); one view at a time gave BN statistics per view.
+        z0, z1 = self.project(torch.cat([views[0], views[1]])).chunk(2)  # [B, d] each
         return {"loss": self.contrastive_loss(z0, z1)}

@@ -61,7 +61,8 @@ def test_simclr_step_is_nt_xent_at_the_configured_temperature(extra):
     model, views, step = _step("simclr", *extra)
     loss = float(step().detach())
     t = float(model.cfg.method.temperature)
-    z = F.normalize(torch.cat(_no_grad(lambda v: model.projection_head(model.backbone(v)), *views[:2])), dim=1)  # [2B, d]
+    # Both views in one batch (BatchNorm over the 2B views), as google-research/simclr's model.py runs them.
+    z = F.normalize(_no_grad(lambda v: model.projection_head(model.backbone(v)), torch.cat(views[:2]))[0], dim=1)  # [2B, d]
     s = z @ z.t()
     total = 0.0
     for i in range(2 * B):
