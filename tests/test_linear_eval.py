@@ -218,15 +218,13 @@ def test_end_to_end_trained_checkpoint_beats_random_init(tmp_path):
                         *probe, *data])["results"]
     trained, random = ({r["mode"]: r for r in rows} for rows in (trained_rows, random_rows))
     assert set(trained) == set(random) == {"linear", "finetune", "knn"}
-    # Measured (this recipe, CPU, one thread; top-1 trained / random init / the same training at
-    # optimizer.lr=1e-12, the no-learning control where only BatchNorm statistics move):
-    # linear: seed 0 31.4 / 29.4 / 28.0, seed 1 28.4 / 23.6 / 24.6, seed 2 24.4 / 21.6 / 22.8;
-    # kNN: seed 0 28.2 / 24.4 / 23.2, seed 1 23.4 / 22.0 / 28.4, seed 2 17.2 / 17.4 / 22.0.
-    # Linear: training gains at least +2.0 and the control at most +1.2, so the margin is 1.5.
-    # kNN: at seed 0, the seed this test runs, training gains +3.8 and the control -1.2, so the
-    # margin is 1.9 (half of +3.8); at seeds 1 and 2 the control's kNN beats the trained run's, so
-    # this short run's kNN tells learning from no learning at seed 0 only.
-    margins = {"linear": 1.5, "knn": 1.9}
+    # Measured at seed 0 (this recipe, CPU; SimCLR's two views through the network as one batch, as the authors'
+    # model.py; top-1 trained / random init / the same training at optimizer.lr=1e-12, the no-learning control
+    # where only BatchNorm statistics move): linear 30.6 / 29.4 / 28.4, kNN 28.4 / 24.4 / 23.6 (8 epochs: 31.8
+    # linear, 27.4 kNN). Training gains +1.2 linear and +4.0 kNN, the control -1.0 and -0.8: the margins are half
+    # of the gains. (Before the views shared a batch: linear 31.4 / 29.4 / 28.0, kNN 28.2 / 24.4 / 23.2; at seeds
+    # 1 and 2 the control's kNN beat the trained run's, so this short run tells learning from none at seed 0 only.)
+    margins = {"linear": 0.6, "knn": 2.0}
     for mode, margin in margins.items():
         assert trained[mode]["top1"] > random[mode]["top1"] + margin, (mode, trained[mode]["top1"], random[mode]["top1"])
     saved = json.loads((Path(summary["last_checkpoint"]).parent / "last.eval" / "linear-synthetic-labels1.json").read_text())
