@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
@@ -24,7 +23,7 @@ from contrastive.clustering.kmeans import faiss_gpu_device, kmeans
 from contrastive.core.errors import ConfigError
 from contrastive.metrics.knn import knn_scores, sharded_knn_scores
 from tests.conftest import SMALL_HEADS
-from tests.test_ddp import WORLD, _cfg, _free_port
+from tests.test_ddp import WORLD, _cfg
 
 PCLV2 = ["method=pclv2", *SMALL_HEADS["pclv2"], "method.embed_batch_size=64"]
 DCV2 = ["method=deepclusterv2", *SMALL_HEADS["deepclusterv2"], "method.embed_batch_size=64"]
@@ -243,25 +242,10 @@ def _worker(rank, port, out):
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
+    from tests.test_ddp import run_processes
+
     out = tmp_path_factory.mktemp("scale_cluster")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ctx = mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False, start_method="fork")
-    try:
-        for _ in range(300):
-            if ctx.join(timeout=1):
-                break
-        else:
-            pytest.fail("workers did not finish in 300 s")
-    except Exception as err:
-        errors = "\n".join(p.read_text() for p in sorted(out.glob("rank*.error")))
-        pytest.fail(f"worker failed: {err}\n{errors}")
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.kill()
-        torch.set_num_threads(threads)
-    return out, [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return out, run_processes(_worker, out, WORLD)
 
 
 @pytest.mark.slow
